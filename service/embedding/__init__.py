@@ -1,0 +1,1 @@
+"""Face embedders: runtimes (ONNX Runtime, Triton), resolution routing and the micro-batcher."""

@@ -1,0 +1,73 @@
+"""The embedding backend interface and its embedded ONNX Runtime implementation.
+
+A backend serves one embedder per face resolution (112 = the trunk, smaller = BTNet branches) and turns a batch of
+aligned crops of that resolution into L2-normalised embeddings.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from service.embedding.preprocess import l2_normalize, to_tensor
+from service.embedding.sessions import create_session
+from service.models.manifest import Manifest, ModelEntry
+
+TRUNK_RESOLUTION = 112
+
+
+def select_embedders(manifest: Manifest, trunk: str, branch_family: str, use_branches: bool) -> dict[int, tuple[str, ModelEntry]]:
+    """Resolution -> (model name, entry): the trunk at 112 plus every branch of the family below it."""
+    if trunk not in manifest.models or manifest.models[trunk].role != "embedder":
+        raise RuntimeError(f"embedder {trunk!r} is not in the manifest; run `python -m service.models fetch`")
+    trunk_entry = manifest.models[trunk]
+    chosen = {trunk_entry.resolution or TRUNK_RESOLUTION: (trunk, trunk_entry)}
+    if use_branches:
+        for name, entry in manifest.embedders(branch_family).items():
+            if entry.resolution and entry.resolution < TRUNK_RESOLUTION:
+                if entry.embedding_size != trunk_entry.embedding_size:
+                    raise RuntimeError(f"{name}: embedding size differs from the trunk's")
+                chosen[entry.resolution] = (name, entry)
+    return dict(sorted(chosen.items()))
+
+
+class EmbeddingBackend(ABC):
+    """Embeds aligned face crops; one model per resolution."""
+
+    name: str
+    models: dict[int, tuple[str, ModelEntry]]
+
+    @property
+    def resolutions(self) -> list[int]:
+        return sorted(self.models)
+
+    def model_name(self, resolution: int) -> str:
+        return self.models[resolution][0]
+
+    def embed(self, resolution: int, crops: np.ndarray) -> np.ndarray:
+        """`N x r x r x 3` uint8 RGB crops -> `N x D` unit-norm float32 embeddings."""
+        if len(crops) == 0:
+            dim = self.models[resolution][1].embedding_size or 0
+            return np.zeros((0, dim), dtype=np.float32)
+        return l2_normalize(self._run(resolution, to_tensor(crops, self.models[resolution][1])))
+
+    @abstractmethod
+    def _run(self, resolution: int, tensor: np.ndarray) -> np.ndarray: ...
+
+    def ready(self) -> bool:
+        return True
+
+
+class OnnxRuntimeBackend(EmbeddingBackend):
+    name = "onnxruntime"
+
+    def __init__(self, model_dir: Path, models: dict[int, tuple[str, ModelEntry]], threads: int = 0) -> None:
+        self.models = models
+        self.sessions = {res: create_session(model_dir / entry.file, threads) for res, (_, entry) in models.items()}
+        self.inputs = {res: s.get_inputs()[0].name for res, s in self.sessions.items()}
+
+    def _run(self, resolution: int, tensor: np.ndarray) -> np.ndarray:
+        out = self.sessions[resolution].run(None, {self.inputs[resolution]: tensor})[0]
+        return np.asarray(out, dtype=np.float32).reshape(len(tensor), -1)

@@ -1,0 +1,1 @@
+"""Pure image transforms: decoding uploads and aligning faces."""

@@ -1,0 +1,107 @@
+"""Runtime settings of the service, read from `ANYFACE_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ApiKey(BaseModel):
+    """One API key and what it may touch."""
+
+    key: str = Field(min_length=8)
+    name: str = ""
+    galleries: list[str] | None = None  # None: every gallery
+    read_only: bool = False
+
+    def allows(self, gallery: str | None, write: bool) -> bool:
+        if write and self.read_only:
+            return False
+        return gallery is None or self.galleries is None or gallery in self.galleries
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the defaults run the embedded stack (ONNX Runtime, FAISS, SQLite)."""
+
+    model_config = SettingsConfigDict(env_prefix="ANYFACE_", env_file=".env", extra="ignore")
+
+    # models
+    model_dir: Path = Path("models")
+    model_mirror: Path | None = None
+    detector: Literal["yunet", "scrfd"] = "yunet"
+    embedding_backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    triton_url: str = "localhost:8001"
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_timeout_s: float = 5.0
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = all cores")
+
+    # input limits
+    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    min_image_side: int = Field(16, ge=1)
+    max_images_per_request: int = Field(16, ge=1)
+
+    # detection and routing
+    det_score_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    det_max_side: int = Field(1280, ge=64, description="images are downscaled to this side for detection")
+    min_face_size: int = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
+    max_faces: int = Field(32, ge=1)
+    branch_rule: Literal["ceil", "floor", "nearest"] = "ceil"
+    use_branches: bool = True
+
+    # embedding batches
+    max_batch: int = Field(32, ge=1)
+    max_batch_wait_ms: float = Field(2.0, ge=0.0)
+
+    # matching
+    verify_threshold: float | None = Field(None, description="override the calibrated threshold")
+    identify_threshold: float | None = None
+    max_top_k: int = Field(100, ge=1)
+
+    # gallery
+    store: str = "sqlite:///var/anyface/gallery.sqlite3"
+    index_type: Literal["flat", "hnsw", "ivfpq", "auto"] = "flat"
+    index_auto_exact_max: int = Field(200_000, ge=1)
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    pq_m: int = 32
+    faiss_threads: int = Field(0, ge=0)
+    page_size_max: int = Field(500, ge=1)
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: Annotated[list[ApiKey], NoDecode] = []
+    api_keys_file: Path | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: object) -> object:
+        """`ANYFACE_API_KEYS` is a comma-separated list of full-access keys, or JSON."""
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            if text.startswith("["):
+                return json.loads(text)
+            return [{"key": k.strip()} for k in text.split(",") if k.strip()]
+        return value
+
+    def all_api_keys(self) -> list[ApiKey]:
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            raw = json.loads(self.api_keys_file.read_text())
+            keys += [ApiKey.model_validate(k if isinstance(k, dict) else {"key": k}) for k in raw]
+        return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
