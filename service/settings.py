@@ -74,10 +74,12 @@ class Settings(BaseSettings):
     pq_m: int = 32
     faiss_threads: int = Field(0, ge=0)
     page_size_max: int = Field(500, ge=1)
+    follow_interval_s: float = Field(0.5, gt=0, description="how often the index applies the store's change feed")
 
     # server
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(1, ge=1)
     api_keys: Annotated[list[ApiKey], NoDecode] = []
     api_keys_file: Path | None = None
 

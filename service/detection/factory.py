@@ -12,7 +12,9 @@ from service.settings import Settings
 def build_detector(settings: Settings, manifest: Manifest) -> Detector:
     entry = manifest.models.get(settings.detector)
     if entry is None or entry.role != "detector":
-        raise RuntimeError(f"detector {settings.detector!r} is not in the manifest; run `python -m service.models fetch`")
+        raise RuntimeError(
+            f"detector {settings.detector!r} is not in the manifest; run `python -m service.models fetch`"
+        )
     path = settings.model_dir / entry.file
     if settings.detector == "yunet":
         return YuNetDetector(path, settings.det_score_threshold, settings.det_max_side)

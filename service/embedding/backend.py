@@ -18,7 +18,9 @@ from service.models.manifest import Manifest, ModelEntry
 TRUNK_RESOLUTION = 112
 
 
-def select_embedders(manifest: Manifest, trunk: str, branch_family: str, use_branches: bool) -> dict[int, tuple[str, ModelEntry]]:
+def select_embedders(
+    manifest: Manifest, trunk: str, branch_family: str, use_branches: bool
+) -> dict[int, tuple[str, ModelEntry]]:
     """Resolution -> (model name, entry): the trunk at 112 plus every branch of the family below it."""
     if trunk not in manifest.models or manifest.models[trunk].role != "embedder":
         raise RuntimeError(f"embedder {trunk!r} is not in the manifest; run `python -m service.models fetch`")

@@ -1,7 +1,7 @@
 """Make the batch dimension of a fixed-batch ONNX embedder dynamic.
 
 The published MobileFaceNet graph ends in `Reshape(x, [1, 128])` and declares a `1 x 3 x 112 x 112` input. We
-rewrite that shape constant to `[-1, D]`, mark the first input and output dimension symbolic, and let ONNX
+rewrite the leading 1 of that shape constant to 0 (copy the input batch dimension), mark the first input and output dimension symbolic, and let ONNX
 Runtime run any batch. `tests/test_models.py` proves the result equals the original on real faces.
 """
 
@@ -35,14 +35,14 @@ def make_batch_dynamic(src: Path, dst: Path) -> None:
             shape = numpy_helper.to_array(attr.t)
             if shape.size and shape[0] == 1:
                 shape = shape.copy()
-                shape[0] = -1
+                shape[0] = 0  # 0 = copy the batch dimension of the input
                 attr.t.CopyFrom(numpy_helper.from_array(shape.astype(np.int64), attr.t.name))
                 patched += 1
         elif shape_name in initializers:
             shape = numpy_helper.to_array(initializers[shape_name])
             if shape.size and shape[0] == 1:
                 shape = shape.copy()
-                shape[0] = -1
+                shape[0] = 0  # 0 = copy the batch dimension of the input
                 initializers[shape_name].CopyFrom(numpy_helper.from_array(shape.astype(np.int64), shape_name))
                 patched += 1
     for value in list(graph.input) + list(graph.output):

@@ -34,7 +34,7 @@ class FetchError(RuntimeError):
 
 
 def _download(url: str, dst: Path) -> None:
-    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - pinned https URLs
+    with urllib.request.urlopen(url, timeout=30) as resp:
         total = int(resp.headers.get("Content-Length") or 0)
         with dst.open("wb") as fh, tqdm(total=total or None, unit="B", unit_scale=True, desc=dst.name) as bar:
             for chunk in iter(lambda: resp.read(1 << 16), b""):

@@ -1,0 +1,1 @@
+"""The REST API: FastAPI app, routes, schemas, authentication."""

@@ -1,0 +1,47 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from service import metrics
+from service.gallery.manager import ensure_store_available
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    ctx = getattr(request.app.state, "ctx", None)
+    checks = {"models": ctx is not None}
+    if ctx is not None:
+        checks["embedding_backend"] = ctx.backend.ready()
+        checks["store"] = ensure_store_available(ctx.gallery.store)
+        checks["gallery_index"] = ctx.gallery.ready
+    ready = all(checks.values())
+    metrics.READY.set(1 if ready else 0)
+    body = {"ready": ready, "checks": checks}
+    if not ready:
+        body["error"] = {"code": "not_ready", "message": "failing checks: " + ", ".join(k for k, v in checks.items()
+                                                                                           if not v)}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,150 @@
+"""Response models: what clients read, and what OpenAPI at /docs shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.gallery.store import FaceRecord, GalleryInfo, Subject
+from service.pipeline import AnalyzedFace
+
+
+class Box(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class FaceOut(BaseModel):
+    box: Box
+    landmarks: list[tuple[float, float]] = Field(description="left eye, right eye, nose, left and right mouth corner")
+    score: float
+    size: float = Field(description="larger side of the box in source pixels: the resolution indicator")
+    resolution: int | None = Field(None, description="input resolution of the embedder that embedded this face")
+    branch: str | None = Field(None, description="name of the embedder that embedded this face")
+
+    @classmethod
+    def of(cls, face: AnalyzedFace, embedded: bool = True) -> FaceOut:
+        f = face.face
+        return cls(
+            box=Box(x1=round(float(f.box[0]), 2), y1=round(float(f.box[1]), 2),
+                    x2=round(float(f.box[2]), 2), y2=round(float(f.box[3]), 2)),
+            landmarks=[(round(float(x), 2), round(float(y), 2)) for x, y in f.landmarks],
+            score=round(f.score, 4),
+            size=round(f.size, 2),
+            resolution=face.resolution if embedded else None,
+            branch=face.branch if embedded else None,
+        )
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class DetectResponse(BaseModel):
+    image: ImageSize
+    faces: list[FaceOut]
+
+
+class SubjectRef(BaseModel):
+    gallery: str
+    subject_id: str
+    name: str | None
+
+
+class VerifyResponse(BaseModel):
+    similarity: float
+    threshold: float
+    match: bool
+    face_a: FaceOut
+    face_b: FaceOut | None = None
+    subject: SubjectRef | None = None
+
+
+class Candidate(BaseModel):
+    subject_id: str
+    name: str | None
+    similarity: float
+    face_id: int
+
+
+class IdentifiedFace(BaseModel):
+    face: FaceOut
+    candidates: list[Candidate]
+
+
+class IdentifyResponse(BaseModel):
+    gallery: str
+    threshold: float
+    top_k: int
+    faces: list[IdentifiedFace]
+
+
+class FaceRecordOut(BaseModel):
+    face_id: int
+    box: list[float] | None
+    branch: str | None
+    created_at: float
+
+    @classmethod
+    def of(cls, record: FaceRecord) -> FaceRecordOut:
+        return cls(face_id=record.face_id, box=record.box, branch=record.branch, created_at=record.created_at)
+
+
+class SubjectOut(BaseModel):
+    gallery: str
+    subject_id: str
+    name: str | None
+    metadata: dict[str, Any]
+    face_count: int
+    created_at: float
+    updated_at: float
+    faces: list[FaceRecordOut] | None = None
+
+    @classmethod
+    def of(cls, subject: Subject, with_faces: bool = False) -> SubjectOut:
+        return cls(
+            gallery=subject.gallery, subject_id=subject.subject_id, name=subject.name, metadata=subject.metadata,
+            face_count=subject.face_count, created_at=subject.created_at, updated_at=subject.updated_at,
+            faces=[FaceRecordOut.of(f) for f in subject.faces] if with_faces else None,
+        )
+
+
+class EnrollResponse(BaseModel):
+    subject: SubjectOut
+    faces: list[FaceRecordOut]
+
+
+class GalleryOut(BaseModel):
+    name: str
+    subjects: int
+    faces: int
+    created_at: float
+    index_type: str
+    indexed_faces: int
+
+
+class GalleryList(BaseModel):
+    galleries: list[GalleryOut]
+
+
+class SubjectPage(BaseModel):
+    subjects: list[SubjectOut]
+    next_cursor: str | None
+
+
+class SubjectPatch(BaseModel):
+    name: str | None = Field(None, max_length=256)
+    metadata: dict[str, Any] | None = None
+
+
+class Deleted(BaseModel):
+    deleted: bool = True
+
+
+def gallery_out(info: GalleryInfo, index_type: str, indexed: int) -> GalleryOut:
+    return GalleryOut(name=info.name, subjects=info.subjects, faces=info.faces, created_at=info.created_at,
+                      index_type=index_type, indexed_faces=indexed)

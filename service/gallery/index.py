@@ -1,0 +1,166 @@
+"""The FAISS index of one gallery: inner-product search over unit-norm embeddings, keyed by face id.
+
+Kinds: `flat` (exact, the default), `hnsw` (graph, approximate, deletions by tombstone and periodic rebuild),
+`ivfpq` (compressed; trained once the gallery holds enough faces, exact flat search until then) and `auto`
+(exact up to a size, then HNSW). Every method is thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+MIN_TRAIN_PER_LIST = 39  # FAISS wants ~39 training points per IVF list
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    kind: str = "flat"
+    auto_exact_max: int = 200_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    hnsw_ef_construction: int = 80
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    pq_m: int = 32
+
+
+@dataclass(frozen=True)
+class Hit:
+    face_id: int
+    subject_id: str
+    similarity: float
+
+
+class GalleryIndex:
+    def __init__(self, dim: int, params: IndexParams) -> None:
+        self.dim = dim
+        self.params = params
+        self._lock = threading.RLock()
+        self._subject_of: dict[int, str] = {}
+        self._tombstones: set[int] = set()
+        self._index = self._flat()
+        self.kind = "flat"
+
+    # -- construction ---------------------------------------------------------------------------------------
+    def _flat(self) -> faiss.Index:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+
+    def _hnsw(self) -> faiss.Index:
+        inner = faiss.IndexHNSWFlat(self.dim, self.params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = self.params.hnsw_ef_construction
+        inner.hnsw.efSearch = self.params.hnsw_ef_search
+        return faiss.IndexIDMap2(inner)
+
+    def _ivfpq(self, vectors: np.ndarray) -> faiss.Index:
+        nlist = min(self.params.ivf_nlist, max(1, len(vectors) // MIN_TRAIN_PER_LIST))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.params.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(self.params.ivf_nprobe, nlist)
+        return index
+
+    def _target_kind(self, size: int) -> str:
+        kind = self.params.kind
+        if kind == "auto":
+            return "hnsw" if size > self.params.auto_exact_max else "flat"
+        if kind == "ivfpq" and size < self.params.ivf_nlist * MIN_TRAIN_PER_LIST:
+            return "flat"  # too few faces to train the quantisers: stay exact until there are enough
+        return kind
+
+    def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.array([i for i in self._subject_of if i not in self._tombstones], dtype=np.int64)
+        if self.kind == "ivfpq":
+            raise RuntimeError("an IVF-PQ index cannot be rebuilt from itself")
+        vectors = np.vstack([self._index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+        return ids, vectors.astype(np.float32)
+
+    def _rebuild(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        index = self._ivfpq(vectors) if kind == "ivfpq" else self._hnsw() if kind == "hnsw" else self._flat()
+        if len(ids):
+            index.add_with_ids(vectors, ids)
+        for face_id in self._tombstones:
+            self._subject_of.pop(face_id, None)
+        self._tombstones.clear()
+        self._index, self.kind = index, kind
+
+    # -- updates --------------------------------------------------------------------------------------------
+    def add(self, face_ids: list[int], subject_ids: list[str], vectors: np.ndarray) -> int:
+        """Add faces not yet present (adding an id twice is a no-op); return how many were added."""
+        with self._lock:
+            fresh = [i for i, face_id in enumerate(face_ids) if face_id not in self._subject_of]
+            if not fresh:
+                return 0
+            ids = np.array([face_ids[i] for i in fresh], dtype=np.int64)
+            vecs = np.ascontiguousarray(vectors[fresh], dtype=np.float32)
+            target = self._target_kind(len(self) + len(ids))
+            if target != self.kind and self.kind != "ivfpq":
+                old_ids, old_vecs = self._all_vectors()
+                for i in fresh:
+                    self._subject_of[face_ids[i]] = subject_ids[i]
+                self._rebuild(target, np.concatenate([old_ids, ids]), np.vstack([old_vecs, vecs]))
+                return len(ids)
+            self._index.add_with_ids(vecs, ids)
+            for i in fresh:
+                self._subject_of[face_ids[i]] = subject_ids[i]
+            return len(ids)
+
+    def remove(self, face_ids: list[int]) -> int:
+        with self._lock:
+            present = [f for f in face_ids if f in self._subject_of and f not in self._tombstones]
+            if not present:
+                return 0
+            if self.kind == "hnsw":  # HNSW cannot delete: hide the ids and rebuild once enough are hidden
+                self._tombstones.update(present)
+                if len(self._tombstones) > 0.1 * len(self._subject_of):
+                    ids, vectors = self._all_vectors()
+                    self._rebuild(self._target_kind(len(ids)), ids, vectors)
+            else:
+                self._index.remove_ids(np.array(present, dtype=np.int64))
+                for face_id in present:
+                    del self._subject_of[face_id]
+            return len(present)
+
+    def __len__(self) -> int:
+        return len(self._subject_of) - len(self._tombstones)
+
+    def subject_of(self, face_id: int) -> str | None:
+        return self._subject_of.get(face_id)
+
+    # -- search ---------------------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, top_k: int) -> list[list[Hit]]:
+        """For each query the best `top_k` subjects (best face per subject), most similar first."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._lock:
+            total = len(self)
+            if total == 0:
+                return [[] for _ in range(len(queries))]
+            k = min(total + len(self._tombstones), max(4 * top_k, 16))
+            while True:
+                sims, ids = self._index.search(queries, k)
+                results = [self._best_per_subject(s, i, top_k) for s, i in zip(sims, ids, strict=True)]
+                if all(len(r) >= top_k for r in results) or k >= total + len(self._tombstones):
+                    return results
+                k = min(total + len(self._tombstones), k * 4)
+
+    def _best_per_subject(self, sims: np.ndarray, ids: np.ndarray, top_k: int) -> list[Hit]:
+        hits: list[Hit] = []
+        seen: set[str] = set()
+        for sim, face_id in zip(sims, ids, strict=True):
+            if face_id < 0 or face_id in self._tombstones:
+                continue
+            subject = self._subject_of.get(int(face_id))
+            if subject is None or subject in seen:
+                continue
+            seen.add(subject)
+            hits.append(Hit(int(face_id), subject, float(sim)))
+            if len(hits) == top_k:
+                break
+        return hits
+
+    def memory_bytes(self) -> int:
+        with self._lock:
+            return int(faiss.serialize_index(self._index).nbytes)

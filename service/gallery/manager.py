@@ -1,0 +1,210 @@
+"""Keeps the in-memory FAISS indexes in agreement with the durable store.
+
+Start-up loads every embedding from the store; afterwards a follower thread applies the store's change feed, so
+writes made by other processes (uvicorn workers on one SQLite file, API replicas on one Redis) become searchable
+here too. Own writes go to the store first (committed) and then to the index; applying a change twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from service import metrics
+from service.gallery.index import GalleryIndex, Hit, IndexParams
+from service.gallery.store import FaceRecord, GalleryStore, IndexedFace, NewFace, StoreUnavailable, Subject
+
+log = logging.getLogger(__name__)
+
+
+class GalleryManager:
+    def __init__(self, store: GalleryStore, dim: int, params: IndexParams, follow_interval_s: float = 0.5) -> None:
+        self.store = store
+        self.dim = dim
+        self.params = params
+        self.follow_interval_s = follow_interval_s
+        self._indexes: dict[str, GalleryIndex] = {}
+        self._apply_lock = threading.Lock()
+        self._applied_seq = 0
+        self._loaded = False
+        self._caught_up = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Build every gallery's index from a snapshot of the store, then catch up with the change feed."""
+        with self._apply_lock:
+            seq = self.store.last_seq()
+            grouped: dict[str, list[IndexedFace]] = defaultdict(list)
+            for face in self.store.iter_faces():
+                grouped[face.gallery].append(face)
+            indexes = {}
+            for gallery, faces in grouped.items():
+                index = GalleryIndex(self.dim, self.params)
+                index.add([f.face_id for f in faces], [f.subject_id for f in faces],
+                          np.vstack([f.embedding for f in faces]))
+                indexes[gallery] = index
+            self._indexes = indexes
+            self._applied_seq = seq
+        self.catch_up()
+        self._loaded = True
+        for gallery in list(self._indexes):
+            self._update_gauges(gallery)
+        log.info("gallery indexes loaded: %d galleries, %d faces", len(self._indexes),
+                 sum(len(i) for i in self._indexes.values()))
+
+    def start_following(self) -> None:
+        self._thread = threading.Thread(target=self._follow, name="gallery-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.follow_interval_s):
+            try:
+                if not self._loaded:
+                    self.load()
+                else:
+                    self.catch_up()
+            except StoreUnavailable as exc:
+                self._caught_up = False
+                log.warning("gallery store unavailable: %s", exc)
+            except Exception:  # keep following whatever one round did
+                self._caught_up = False
+                log.exception("gallery follower round failed")
+
+    def catch_up(self) -> int:
+        """Apply every change newer than the last applied one; return how many were applied."""
+        applied = 0
+        with self._apply_lock:
+            while True:
+                changes = self.store.changes_since(self._applied_seq)
+                if not changes:
+                    break
+                adds = [c.face_id for c in changes if c.kind == "add"]
+                current = {f.face_id: f for f in self.store.get_faces(adds)}
+                touched: set[str] = set()
+                for change in changes:
+                    if change.kind == "add" and change.face_id in current:
+                        face = current[change.face_id]
+                        self._index(face.gallery, create=True).add(  # type: ignore[union-attr]
+                            [face.face_id], [face.subject_id], face.embedding[None, :])
+                    elif change.kind == "remove":
+                        index = self._indexes.get(change.gallery)
+                        if index is not None:
+                            index.remove([change.face_id])
+                    touched.add(change.gallery)
+                self._applied_seq = changes[-1].seq
+                applied += len(changes)
+                for gallery in touched:
+                    self._drop_if_gone(gallery)
+                    self._update_gauges(gallery)
+        self._caught_up = True
+        return applied
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded and self._caught_up
+
+    @property
+    def applied_seq(self) -> int:
+        return self._applied_seq
+
+    # -- indexes --------------------------------------------------------------------------------------------
+    def _index(self, gallery: str, create: bool = False) -> GalleryIndex | None:
+        index = self._indexes.get(gallery)
+        if index is None and create:
+            index = self._indexes.setdefault(gallery, GalleryIndex(self.dim, self.params))
+        return index
+
+    def _drop_if_gone(self, gallery: str) -> None:
+        index = self._indexes.get(gallery)
+        if index is not None and len(index) == 0 and self.store.get_gallery(gallery) is None:
+            del self._indexes[gallery]
+
+    def _update_gauges(self, gallery: str) -> None:
+        index = self._indexes.get(gallery)
+        if index is None:
+            for gauge in (metrics.GALLERY_FACES, metrics.GALLERY_SUBJECTS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gallery)
+            return
+        metrics.GALLERY_FACES.labels(gallery).set(len(index))
+        info = self.store.get_gallery(gallery)
+        if info is not None:
+            metrics.GALLERY_SUBJECTS.labels(gallery).set(info.subjects)
+
+    def index_kind(self, gallery: str) -> str:
+        index = self._indexes.get(gallery)
+        return index.kind if index is not None else self.params.kind
+
+    def index_size(self, gallery: str) -> int:
+        index = self._indexes.get(gallery)
+        return len(index) if index is not None else 0
+
+    # -- operations -----------------------------------------------------------------------------------------
+    def enroll(self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None,
+               faces: list[NewFace]) -> tuple[Subject, list[FaceRecord]]:
+        subject, records = self.store.add_faces(gallery, subject_id, name, metadata, faces)
+        with self._apply_lock:
+            index = self._index(gallery, create=True)
+            assert index is not None
+            index.add([r.face_id for r in records], [subject_id] * len(records),
+                      np.vstack([f.embedding for f in faces]))
+            self._update_gauges(gallery)
+        return subject, records
+
+    def delete_gallery(self, gallery: str) -> bool:
+        removed = self.store.delete_gallery(gallery)
+        if removed is None:
+            return False
+        with self._apply_lock:
+            self._indexes.pop(gallery, None)
+            self._update_gauges(gallery)
+        return True
+
+    def delete_subject(self, gallery: str, subject_id: str) -> bool:
+        removed = self.store.delete_subject(gallery, subject_id)
+        if removed is None:
+            return False
+        self._remove_from_index(gallery, removed)
+        return True
+
+    def delete_face(self, gallery: str, subject_id: str, face_id: int) -> bool:
+        if not self.store.delete_face(gallery, subject_id, face_id):
+            return False
+        self._remove_from_index(gallery, [face_id])
+        return True
+
+    def _remove_from_index(self, gallery: str, face_ids: list[int]) -> None:
+        with self._apply_lock:
+            index = self._indexes.get(gallery)
+            if index is not None:
+                index.remove(face_ids)
+            self._update_gauges(gallery)
+
+    def search(self, gallery: str, embeddings: np.ndarray, top_k: int) -> list[list[Hit]]:
+        index = self._indexes.get(gallery)
+        if index is None:
+            return [[] for _ in range(len(embeddings))]
+        return index.search(embeddings, top_k)
+
+    def has_gallery(self, gallery: str) -> bool:
+        return gallery in self._indexes or self.store.get_gallery(gallery) is not None
+
+
+def ensure_store_available(store: GalleryStore) -> bool:
+    try:
+        store.ping()
+    except StoreUnavailable:
+        return False
+    return True

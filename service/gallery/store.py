@@ -1,0 +1,145 @@
+"""The gallery store interface and its records.
+
+A store holds galleries, subjects and face embeddings durably and keeps a change feed (a monotonically increasing
+sequence of face additions and removals) so that every process's in-memory FAISS index can follow it. SQLite is the
+embedded default (`sqlite_store.py`); Redis serves several replicas (`redis_store.py`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GalleryInfo:
+    name: str
+    subjects: int
+    faces: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    face_id: int
+    gallery: str
+    subject_id: str
+    box: list[float] | None
+    branch: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Subject:
+    gallery: str
+    subject_id: str
+    name: str | None
+    metadata: dict[str, Any]
+    created_at: float
+    updated_at: float
+    faces: list[FaceRecord] = field(default_factory=list)
+    face_count: int = 0
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face about to be enrolled."""
+
+    embedding: np.ndarray
+    box: list[float] | None = None
+    branch: str | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change feed: a face became searchable or stopped being so."""
+
+    seq: int
+    kind: Literal["add", "remove"]
+    gallery: str
+    face_id: int
+    subject_id: str
+
+
+@dataclass(frozen=True)
+class IndexedFace:
+    gallery: str
+    face_id: int
+    subject_id: str
+    embedding: np.ndarray
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached; the request may be retried later."""
+
+
+class GalleryStore(ABC):
+    """Durable galleries. Every write is committed before the call returns."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise `StoreUnavailable` when the store cannot serve requests."""
+
+    @abstractmethod
+    def list_galleries(self) -> list[GalleryInfo]: ...
+
+    @abstractmethod
+    def get_gallery(self, gallery: str) -> GalleryInfo | None: ...
+
+    @abstractmethod
+    def delete_gallery(self, gallery: str) -> list[int] | None:
+        """Delete a gallery and everything in it; return the removed face ids (None if it did not exist)."""
+
+    @abstractmethod
+    def add_faces(
+        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace]
+    ) -> tuple[Subject, list[FaceRecord]]:
+        """Create the gallery and subject when new, update name/metadata when given, add the faces: one transaction."""
+
+    @abstractmethod
+    def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None: ...
+
+    @abstractmethod
+    def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
+        """Subjects ordered by id after `cursor`; the next cursor, or None at the end."""
+
+    @abstractmethod
+    def update_subject(
+        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None
+    ) -> Subject | None: ...
+
+    @abstractmethod
+    def delete_subject(self, gallery: str, subject_id: str) -> list[int] | None:
+        """Delete a subject and its faces; return the removed face ids (None if it did not exist)."""
+
+    @abstractmethod
+    def delete_face(self, gallery: str, subject_id: str, face_id: int) -> bool: ...
+
+    @abstractmethod
+    def subject_embeddings(self, gallery: str, subject_id: str) -> np.ndarray:
+        """`N x D` embeddings of a subject's faces (0 rows when it has none)."""
+
+    @abstractmethod
+    def subject_names(self, gallery: str, subject_ids: list[str]) -> dict[str, str | None]: ...
+
+    @abstractmethod
+    def iter_faces(self, gallery: str | None = None) -> Iterator[IndexedFace]:
+        """Every stored embedding (of one gallery, or all): the index is rebuilt from this at start-up."""
+
+    @abstractmethod
+    def get_faces(self, face_ids: list[int]) -> list[IndexedFace]: ...
+
+    @abstractmethod
+    def last_seq(self) -> int:
+        """The sequence number of the newest change."""
+
+    @abstractmethod
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
+        """Changes with a sequence number above `seq`, oldest first."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
