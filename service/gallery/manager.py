@@ -17,7 +17,15 @@ import numpy as np
 
 from service import metrics
 from service.gallery.index import GalleryIndex, Hit, IndexParams
-from service.gallery.store import FaceRecord, GalleryStore, IndexedFace, NewFace, StoreUnavailable, Subject
+from service.gallery.store import (
+    FaceRecord,
+    FeedTruncated,
+    GalleryStore,
+    IndexedFace,
+    NewFace,
+    StoreUnavailable,
+    Subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,10 @@ class GalleryManager:
             except StoreUnavailable as exc:
                 self._caught_up = False
                 log.warning("gallery store unavailable: %s", exc)
+            except FeedTruncated as exc:  # missed changes that the feed no longer holds: rebuild from a snapshot
+                self._caught_up = False
+                self._loaded = False
+                log.warning("gallery change feed truncated (%s); reloading the indexes", exc)
             except Exception:  # keep following whatever one round did
                 self._caught_up = False
                 log.exception("gallery follower round failed")

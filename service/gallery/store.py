@@ -56,10 +56,14 @@ class NewFace:
 
 @dataclass(frozen=True)
 class Change:
-    """One entry of the change feed: a face became searchable or stopped being so."""
+    """One entry of the change feed: a face became searchable or stopped being so.
+
+    `update` (a subject's name or metadata changed; `face_id` is 0) has no effect on an index; only stores that
+    publish renames (Redis) write it, and followers ignore it.
+    """
 
     seq: int
-    kind: Literal["add", "remove"]
+    kind: Literal["add", "remove", "update"]
     gallery: str
     face_id: int
     subject_id: str
@@ -75,6 +79,11 @@ class IndexedFace:
 
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached; the request may be retried later."""
+
+
+class FeedTruncated(RuntimeError):
+    """The change feed no longer holds every change after the requested sequence number (it was trimmed, or the
+    store was reset): the follower must rebuild its index from a snapshot (`GalleryManager.load`)."""
 
 
 class GalleryStore(ABC):
@@ -139,7 +148,9 @@ class GalleryStore(ABC):
 
     @abstractmethod
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
-        """Changes with a sequence number above `seq`, oldest first."""
+        """Changes with a sequence number above `seq`, oldest first.
+
+        Raises `FeedTruncated` when some of those changes are no longer available."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -1,0 +1,453 @@
+"""The shared gallery store: subjects, faces and embeddings in Redis, with the change feed in a Redis Stream.
+
+Several API replicas use one Redis; each keeps its own FAISS index and follows the stream (`GalleryManager`).
+
+Key layout (prefix `anyface:` by default, `?prefix=...` in the URL changes it):
+
+    galleries                HASH    gallery -> created_at
+    g:<gallery>:subjects     ZSET    subject ids, all with score 0 (ZRANGEBYLEX gives id order and cursors)
+    g:<gallery>:faces        SET     face ids of the gallery
+    s:<gallery>:<subject>    HASH    name (JSON), metadata (JSON), created_at, updated_at
+    sf:<gallery>:<subject>   ZSET    the subject's face ids, scored by face id
+    f:<face_id>              HASH    gallery, subject_id, embedding (float32 bytes), box (JSON), branch (JSON),
+                                     created_at
+    next_face_id             STRING  INCR counter of face ids
+    seq                      STRING  INCR counter of change sequence numbers
+    epoch                    STRING  random id written with the first change; a new one means the data was reset
+    changes                  STREAM  entry id `<seq>-0`; fields kind (add/remove/update), gallery, face_id,
+                                     subject_id; trimmed with `MAXLEN ~ <stream_maxlen>`
+    op:<token>               STRING  result of a write, kept a minute so that a retried write is not applied twice
+
+Every write is one Lua script: Redis runs it atomically, so the data and the stream never disagree, and the
+sequence numbers are contiguous (the script checks everything before it writes anything). The stream entry id is
+the sequence number, so `changes_since(seq)` is an `XRANGE` from `seq + 1`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from service.gallery.store import (
+    Change,
+    FaceRecord,
+    FeedTruncated,
+    GalleryInfo,
+    GalleryStore,
+    IndexedFace,
+    NewFace,
+    StoreUnavailable,
+    Subject,
+)
+
+DEFAULT_PREFIX = "anyface:"
+DEFAULT_STREAM_MAXLEN = 100_000
+OP_TTL_S = 60
+CHUNK = 500
+# Replies that mean "Redis cannot serve right now" rather than "the request is wrong".
+_UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS")
+
+# Shared by every write script: ARGV[1] prefix, ARGV[2] op token ('' for none), ARGV[3] new epoch,
+# ARGV[4] stream maxlen. The result is a string, kept under op:<token> for retries.
+_PRELUDE = """
+local p = ARGV[1]
+local token = ARGV[2]
+if token ~= '' then
+  local done = redis.call('GET', p .. 'op:' .. token)
+  if done then return done end
+end
+local maxlen = ARGV[4]
+local function log(kind, gallery, face_id, subject_id)
+  local seq = redis.call('INCR', p .. 'seq')
+  redis.call('XADD', p .. 'changes', 'MAXLEN', '~', maxlen, seq .. '-0',
+             'kind', kind, 'gallery', gallery, 'face_id', face_id, 'subject_id', subject_id)
+  return seq
+end
+local function finish(result)
+  redis.call('SET', p .. 'epoch', ARGV[3], 'NX')
+  if token ~= '' then redis.call('SET', p .. 'op:' .. token, result, 'EX', OP_TTL) end
+  return result
+end
+""".replace("OP_TTL", str(OP_TTL_S))
+
+# ARGV[5] gallery, [6] subject, [7] '1' to set the name, [8] name JSON, [9] '1' to set metadata, [10] metadata JSON,
+# [11] now, [12] face count, then (embedding, box JSON, branch JSON) per face. Returns "id,id,...".
+_ADD_FACES = _PRELUDE + """
+local gallery, sid, now = ARGV[5], ARGV[6], ARGV[11]
+local n = tonumber(ARGV[12])
+redis.call('HSETNX', p .. 'galleries', gallery, now)
+local skey = p .. 's:' .. gallery .. ':' .. sid
+local created = redis.call('HSETNX', skey, 'created_at', now)
+if created == 1 then
+  redis.call('HSET', skey, 'name', 'null', 'metadata', '{}', 'updated_at', now)
+  redis.call('ZADD', p .. 'g:' .. gallery .. ':subjects', 0, sid)
+end
+local changed = false
+if ARGV[7] == '1' then redis.call('HSET', skey, 'name', ARGV[8], 'updated_at', now); changed = true end
+if ARGV[9] == '1' then redis.call('HSET', skey, 'metadata', ARGV[10], 'updated_at', now); changed = true end
+if changed and created == 0 then log('update', gallery, 0, sid) end
+local ids = {}
+for i = 0, n - 1 do
+  local fid = redis.call('INCR', p .. 'next_face_id')
+  redis.call('HSET', p .. 'f:' .. fid, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[13 + 3 * i],
+             'box', ARGV[14 + 3 * i], 'branch', ARGV[15 + 3 * i], 'created_at', now)
+  redis.call('ZADD', p .. 'sf:' .. gallery .. ':' .. sid, fid, fid)
+  redis.call('SADD', p .. 'g:' .. gallery .. ':faces', fid)
+  log('add', gallery, fid, sid)
+  ids[#ids + 1] = fid
+end
+return finish(table.concat(ids, ','))
+"""
+
+# ARGV[5] gallery, [6] subject, [7] '1' to set the name, [8] name JSON, [9] '1' to set metadata, [10] metadata JSON,
+# [11] now. Returns '-' when the subject does not exist, else ''.
+_UPDATE_SUBJECT = _PRELUDE + """
+local gallery, sid, now = ARGV[5], ARGV[6], ARGV[11]
+local skey = p .. 's:' .. gallery .. ':' .. sid
+if redis.call('EXISTS', skey) == 0 then return finish('-') end
+local changed = false
+if ARGV[7] == '1' then redis.call('HSET', skey, 'name', ARGV[8], 'updated_at', now); changed = true end
+if ARGV[9] == '1' then redis.call('HSET', skey, 'metadata', ARGV[10], 'updated_at', now); changed = true end
+if changed then log('update', gallery, 0, sid) end
+return finish('')
+"""
+
+# ARGV[5] gallery, [6] subject. Returns '-' when the subject does not exist, else the removed face ids.
+_DELETE_SUBJECT = _PRELUDE + """
+local gallery, sid = ARGV[5], ARGV[6]
+local skey = p .. 's:' .. gallery .. ':' .. sid
+if redis.call('EXISTS', skey) == 0 then return finish('-') end
+local fkey = p .. 'sf:' .. gallery .. ':' .. sid
+local fids = redis.call('ZRANGE', fkey, 0, -1)
+for _, fid in ipairs(fids) do
+  redis.call('DEL', p .. 'f:' .. fid)
+  redis.call('SREM', p .. 'g:' .. gallery .. ':faces', fid)
+  log('remove', gallery, fid, sid)
+end
+redis.call('DEL', fkey, skey)
+redis.call('ZREM', p .. 'g:' .. gallery .. ':subjects', sid)
+return finish(table.concat(fids, ','))
+"""
+
+# ARGV[5] gallery, [6] subject, [7] face id. Returns '-' when there is no such face, else the face id.
+_DELETE_FACE = _PRELUDE + """
+local gallery, sid, fid = ARGV[5], ARGV[6], ARGV[7]
+local fkey = p .. 'sf:' .. gallery .. ':' .. sid
+if not redis.call('ZSCORE', fkey, fid) then return finish('-') end
+redis.call('DEL', p .. 'f:' .. fid)
+redis.call('ZREM', fkey, fid)
+redis.call('SREM', p .. 'g:' .. gallery .. ':faces', fid)
+log('remove', gallery, fid, sid)
+return finish(fid)
+"""
+
+# ARGV[5] gallery. Returns '-' when it does not exist, else the removed face ids (in face id order).
+_DELETE_GALLERY = _PRELUDE + """
+local gallery = ARGV[5]
+if redis.call('HEXISTS', p .. 'galleries', gallery) == 0 then return finish('-') end
+local subjects = redis.call('ZRANGE', p .. 'g:' .. gallery .. ':subjects', 0, -1)
+local removed = {}
+for _, sid in ipairs(subjects) do
+  local fkey = p .. 'sf:' .. gallery .. ':' .. sid
+  for _, fid in ipairs(redis.call('ZRANGE', fkey, 0, -1)) do
+    removed[#removed + 1] = {tonumber(fid), sid}
+  end
+  redis.call('DEL', fkey, p .. 's:' .. gallery .. ':' .. sid)
+end
+table.sort(removed, function(a, b) return a[1] < b[1] end)
+local ids = {}
+for _, face in ipairs(removed) do
+  redis.call('DEL', p .. 'f:' .. face[1])
+  log('remove', gallery, face[1], face[2])
+  ids[#ids + 1] = face[1]
+end
+redis.call('DEL', p .. 'g:' .. gallery .. ':subjects', p .. 'g:' .. gallery .. ':faces')
+redis.call('HDEL', p .. 'galleries', gallery)
+return finish(table.concat(ids, ','))
+"""
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ids(result: bytes | str) -> list[int] | None:
+    text = _text(result) or ""
+    if text == "-":
+        return None
+    return [int(v) for v in text.split(",") if v]
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """Take our own `prefix` query parameter out of the URL; redis-py parses the rest."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), DEFAULT_PREFIX)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+class RedisStore(GalleryStore):
+    """A `GalleryStore` in Redis. Connection failures and timeouts raise `StoreUnavailable` within a bounded time:
+    connect and read timeouts are short, and a failed command is retried once, at once, on a fresh connection
+    (writes carry an operation token, so a retried write is applied at most once)."""
+
+    def __init__(self, url: str, *, prefix: str | None = None, stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+                 connect_timeout_s: float = 1.0, timeout_s: float = 2.0) -> None:
+        redis_url, url_prefix = _split_url(url)
+        self.prefix = prefix if prefix is not None else url_prefix
+        self.stream_maxlen = stream_maxlen
+        # from_url does not connect: the service starts (not ready) while Redis is down
+        self._r = redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=timeout_s,
+            socket_keepalive=True,
+            health_check_interval=5,
+            retry=Retry(NoBackoff(), 1),
+            decode_responses=False,
+        )
+        self._epoch: str | None = None  # of the data the last `last_seq`/`changes_since` saw
+        self._scripts = {
+            name: self._r.register_script(source)
+            for name, source in (("add", _ADD_FACES), ("update", _UPDATE_SUBJECT), ("del_subject", _DELETE_SUBJECT),
+                                 ("del_face", _DELETE_FACE), ("del_gallery", _DELETE_GALLERY))
+        }
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise StoreUnavailable(f"redis: {exc}") from exc
+            raise
+
+    def _k(self, *parts: str | int) -> str:
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    def _write(self, script: str, *args: Any) -> bytes:
+        token = uuid.uuid4().hex
+        with self._guard():
+            result = self._scripts[script](
+                args=[self.prefix, token, uuid.uuid4().hex, self.stream_maxlen, *args])
+        return result
+
+    @staticmethod
+    def _subject_args(name: str | None, metadata: dict[str, Any] | None) -> list[str]:
+        return ["1" if name is not None else "0", json.dumps(name),
+                "1" if metadata is not None else "0", json.dumps(metadata if metadata is not None else {})]
+
+    @staticmethod
+    def _subject(gallery: str, subject_id: str, row: dict[bytes, bytes], face_count: int,
+                 faces: list[FaceRecord] | None = None) -> Subject:
+        return Subject(gallery, subject_id, json.loads(row[b"name"]), json.loads(row[b"metadata"]),
+                       float(row[b"created_at"]), float(row[b"updated_at"]), faces or [], face_count)
+
+    # -- interface -----------------------------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._guard():
+            self._r.ping()
+
+    def list_galleries(self) -> list[GalleryInfo]:
+        with self._guard():
+            galleries = {k.decode(): float(v) for k, v in self._r.hgetall(self._k("galleries")).items()}
+            names = sorted(galleries)
+            pipe = self._r.pipeline(transaction=False)
+            for name in names:
+                pipe.zcard(self._k("g", name, "subjects"))
+                pipe.scard(self._k("g", name, "faces"))
+            counts = pipe.execute()
+        return [GalleryInfo(name, int(counts[2 * i]), int(counts[2 * i + 1]), galleries[name])
+                for i, name in enumerate(names)]
+
+    def get_gallery(self, gallery: str) -> GalleryInfo | None:
+        with self._guard():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hget(self._k("galleries"), gallery)
+            pipe.zcard(self._k("g", gallery, "subjects"))
+            pipe.scard(self._k("g", gallery, "faces"))
+            created, subjects, faces = pipe.execute()
+        if created is None:
+            return None
+        return GalleryInfo(gallery, int(subjects), int(faces), float(created))
+
+    def delete_gallery(self, gallery: str) -> list[int] | None:
+        return _ids(self._write("del_gallery", gallery))
+
+    def add_faces(
+        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace]
+    ) -> tuple[Subject, list[FaceRecord]]:
+        now = time.time()
+        face_args: list[bytes | str] = []
+        boxes: list[list[float] | None] = []
+        for face in faces:
+            box = [round(float(v), 2) for v in face.box] if face.box is not None else None
+            boxes.append(box)
+            face_args += [np.asarray(face.embedding, dtype=np.float32).tobytes(), json.dumps(box),
+                          json.dumps(face.branch)]
+        result = self._write("add", gallery, subject_id, *self._subject_args(name, metadata), repr(now), len(faces),
+                             *face_args)
+        face_ids = _ids(result) or []
+        records = [FaceRecord(face_id, gallery, subject_id, box, face.branch, now)
+                   for face_id, box, face in zip(face_ids, boxes, faces, strict=True)]
+        subject = self.get_subject(gallery, subject_id, with_faces=False)
+        if subject is None:  # deleted by another client right after: report what was written
+            meta = metadata or {}
+            subject = Subject(gallery, subject_id, name, meta, now, now, [], len(records))
+        return subject, records
+
+    def _face_records(self, face_ids: list[int]) -> list[FaceRecord]:
+        pipe = self._r.pipeline(transaction=False)
+        for face_id in face_ids:
+            pipe.hmget(self._k("f", face_id), ["gallery", "subject_id", "box", "branch", "created_at"])
+        records = []
+        for face_id, (gallery, subject_id, box, branch, created) in zip(face_ids, pipe.execute(), strict=True):
+            if gallery is None:
+                continue  # removed meanwhile
+            records.append(FaceRecord(face_id, gallery.decode(), subject_id.decode(), json.loads(box),
+                                      json.loads(branch), float(created)))
+        return records
+
+    def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None:
+        with self._guard():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hgetall(self._k("s", gallery, subject_id))
+            pipe.zrange(self._k("sf", gallery, subject_id), 0, -1)
+            row, face_ids = pipe.execute()
+            if not row:
+                return None
+            ids = [int(f) for f in face_ids]
+            faces = self._face_records(ids) if with_faces else []
+        return self._subject(gallery, subject_id, row, len(faces) if with_faces else len(ids), faces)
+
+    def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
+        with self._guard():
+            ids = [s.decode() for s in self._r.zrangebylex(
+                self._k("g", gallery, "subjects"), f"({cursor}" if cursor else "-", "+", start=0, num=limit + 1)]
+            pipe = self._r.pipeline(transaction=True)
+            for subject_id in ids[:limit]:
+                pipe.hgetall(self._k("s", gallery, subject_id))
+                pipe.zcard(self._k("sf", gallery, subject_id))
+            rows = pipe.execute()
+        subjects = [self._subject(gallery, subject_id, rows[2 * i], int(rows[2 * i + 1]))
+                    for i, subject_id in enumerate(ids[:limit]) if rows[2 * i]]
+        next_cursor = ids[limit - 1] if len(ids) > limit else None
+        return subjects, next_cursor
+
+    def update_subject(
+        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None
+    ) -> Subject | None:
+        result = self._write("update", gallery, subject_id, *self._subject_args(name, metadata), repr(time.time()))
+        if _ids(result) is None:
+            return None
+        return self.get_subject(gallery, subject_id, with_faces=True)
+
+    def delete_subject(self, gallery: str, subject_id: str) -> list[int] | None:
+        return _ids(self._write("del_subject", gallery, subject_id))
+
+    def delete_face(self, gallery: str, subject_id: str, face_id: int) -> bool:
+        return _ids(self._write("del_face", gallery, subject_id, face_id)) is not None
+
+    def subject_embeddings(self, gallery: str, subject_id: str) -> np.ndarray:
+        with self._guard():
+            face_ids = self._r.zrange(self._k("sf", gallery, subject_id), 0, -1)
+            pipe = self._r.pipeline(transaction=False)
+            for face_id in face_ids:
+                pipe.hget(self._k("f", int(face_id)), "embedding")
+            blobs = [b for b in pipe.execute() if b is not None]
+        if not blobs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack([np.frombuffer(b, dtype=np.float32) for b in blobs])
+
+    def subject_names(self, gallery: str, subject_ids: list[str]) -> dict[str, str | None]:
+        if not subject_ids:
+            return {}
+        with self._guard():
+            pipe = self._r.pipeline(transaction=False)
+            for subject_id in subject_ids:
+                pipe.hget(self._k("s", gallery, subject_id), "name")
+            names = pipe.execute()
+        return {sid: json.loads(name) for sid, name in zip(subject_ids, names, strict=True) if name is not None}
+
+    def _indexed(self, face_ids: list[int]) -> list[IndexedFace]:
+        pipe = self._r.pipeline(transaction=False)
+        for face_id in face_ids:
+            pipe.hmget(self._k("f", face_id), ["gallery", "subject_id", "embedding"])
+        return [IndexedFace(g.decode(), face_id, s.decode(), np.frombuffer(e, dtype=np.float32))
+                for face_id, (g, s, e) in zip(face_ids, pipe.execute(), strict=True) if g is not None]
+
+    def iter_faces(self, gallery: str | None = None) -> Iterator[IndexedFace]:
+        with self._guard():
+            galleries = [gallery] if gallery is not None else [g.decode() for g in self._r.hkeys(self._k("galleries"))]
+            pipe = self._r.pipeline(transaction=False)
+            for name in galleries:
+                pipe.smembers(self._k("g", name, "faces"))
+            face_ids = sorted(int(f) for members in pipe.execute() for f in members)
+        for start in range(0, len(face_ids), CHUNK):
+            with self._guard():
+                chunk = self._indexed(face_ids[start:start + CHUNK])
+            yield from chunk
+
+    def get_faces(self, face_ids: list[int]) -> list[IndexedFace]:
+        if not face_ids:
+            return []
+        with self._guard():
+            return self._indexed(list(face_ids))
+
+    def last_seq(self) -> int:
+        with self._guard():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.get(self._k("seq"))
+            pipe.get(self._k("epoch"))
+            seq, epoch = pipe.execute()
+        self._epoch = _text(epoch)
+        return int(seq or 0)
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
+        with self._guard():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.xrange(self._k("changes"), min=f"{seq + 1}-0", max="+", count=limit)
+            pipe.get(self._k("seq"))
+            pipe.get(self._k("epoch"))
+            entries, last, epoch_raw = pipe.execute()
+        last, epoch = int(last or 0), _text(epoch_raw)
+        if self._epoch is not None and epoch is not None and epoch != self._epoch:
+            raise FeedTruncated(f"the Redis data was replaced (epoch {self._epoch} -> {epoch})")
+        if last < seq:
+            raise FeedTruncated(f"the Redis data went back from change {seq} to {last}")
+        first = int(entries[0][0].split(b"-")[0]) if entries else last + 1
+        if first > seq + 1 and last > seq:
+            raise FeedTruncated(f"changes {seq + 1}..{first - 1} were trimmed from the stream")
+        self._epoch = epoch if epoch is not None else self._epoch
+        changes = []
+        for entry_id, fields in entries:
+            changes.append(Change(int(entry_id.split(b"-")[0]), fields[b"kind"].decode(),
+                                  fields[b"gallery"].decode(), int(fields[b"face_id"]),
+                                  fields[b"subject_id"].decode()))
+        return changes
+
+    def oldest_seq(self) -> int:
+        """The sequence number of the oldest change the stream still holds (`last_seq() + 1` when it is empty)."""
+        with self._guard():
+            entries = self._r.xrange(self._k("changes"), count=1)
+            if entries:
+                return int(entries[0][0].split(b"-")[0])
+            return int(self._r.get(self._k("seq")) or 0) + 1
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._r.close()
