@@ -150,7 +150,7 @@ class AnyFaceUser(HttpUser):
             f"/v1/galleries/{GALLERY}/subjects/{subject_id}/faces",
             "/v1/galleries/[gallery]/subjects/[subject_id]/faces",
             [("images", image_file(self.rng.choice(pool)))],
-            {"name": "load test", "metadata": '{"loadtest": true}'},
+            {"name": "load test", "metadata": '{"loadtest": true}', "allow_multiple": "true"},
             expected=(200, 201),
         )
         if resp.status_code in (200, 201):

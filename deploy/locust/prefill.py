@@ -132,7 +132,8 @@ def _enrol_one(session, host: str, gallery: str, ident: Identity, timeout: float
     if resp.status_code != 404:
         raise RuntimeError(f"GET {base}: {resp.status_code} {resp.text[:200]}")
     files = [("images", image_file(p)) for p in ident.enrol]
-    data = {"name": ident.name, "metadata": json.dumps({"source": "lfw", "loadtest": True})}
+    # LFW photos often show bystanders: enrol the largest (the centred) face
+    data = {"name": ident.name, "metadata": json.dumps({"source": "lfw", "loadtest": True}), "allow_multiple": "true"}
     resp = session.post(f"{base}/faces", files=files, data=data, timeout=timeout)
     if resp.status_code not in (200, 201):
         raise RuntimeError(f"enrol {ident.subject_id}: {resp.status_code} {resp.text[:200]}")
