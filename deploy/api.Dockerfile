@@ -15,7 +15,8 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 FROM scratch AS model-mirror
 
 # ---------------------------------------------------------------------------------------------------------
-# deps: a virtualenv with the `serve` dependencies only (cached until pyproject.toml changes)
+# deps: a virtualenv with the locked `serve` dependencies (deploy/requirements-serve.txt, hash-checked;
+# cached until the lock changes)
 FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -24,11 +25,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml ./
-# Requirements = [project].dependencies + the `serve` extra, read from pyproject.toml (the single source).
-RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-print("\n".join(p["dependencies"] + p["optional-dependencies"]["serve"]))' > /tmp/requirements-serve.txt
-RUN pip install --no-cache-dir -r /tmp/requirements-serve.txt \
+COPY deploy/requirements-serve.txt ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-serve.txt \
     && if pip show torch >/dev/null 2>&1; then echo "torch must not be in the API image" >&2; exit 1; fi
 
 # ---------------------------------------------------------------------------------------------------------
@@ -44,9 +42,11 @@ RUN --mount=type=bind,from=model-mirror,target=/mirror \
 # ---------------------------------------------------------------------------------------------------------
 # builder: install the anyface package itself (no dependencies: they are already in the venv)
 FROM deps AS builder
-COPY README.m[d] ./
+COPY pyproject.toml README.m[d] ./
 COPY service ./service
+# --no-deps: everything comes from the lock; `pip check` fails the build if pyproject.toml and the lock disagree
 RUN pip install --no-cache-dir --no-deps . \
+    && pip check \
     && python -c "import service, service.settings"
 
 # ---------------------------------------------------------------------------------------------------------

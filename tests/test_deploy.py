@@ -358,11 +358,35 @@ def test_api_dockerfile() -> None:
     assert re.search(r"^USER\s+(?!0\b|root\b)\S+", runtime, re.MULTILINE), "non-root runtime user"
     assert re.search(r"^HEALTHCHECK\s", runtime, re.MULTILINE)
     assert 'CMD ["python", "-m", "service"]' in runtime
-    # the `serve` extra only, never `train` (torch): and the build fails if torch shows up anyway
-    assert '["serve"]' in text and "train" not in re.sub(r"#.*", "", text)
+    # the locked `serve` extra only, never `train` (torch): and the build fails if torch shows up anyway
+    assert "train" not in re.sub(r"#.*", "", text)
     installs = [line for line in text.splitlines() if "pip install" in line]
     assert installs and not any("torch" in line for line in installs)
     assert "pip show torch" in text
+    assert "--require-hashes -r requirements-serve.txt" in text
+
+
+def test_serve_lock_matches_pyproject() -> None:
+    """deploy/requirements-serve.txt pins every `serve` requirement at a version pyproject.toml allows."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    regenerate = ("regenerate it: uv pip compile pyproject.toml --extra serve --python-version 3.11 "
+                  "--python-platform linux --generate-hashes -o deploy/requirements-serve.txt")
+    lock_text = (DEPLOY / "requirements-serve.txt").read_text()
+    pins = {canonicalize_name(name): version
+            for name, version in re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", lock_text, re.MULTILINE)}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"] + project["optional-dependencies"]["serve"]:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is missing from deploy/requirements-serve.txt; {regenerate}"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{req.name}=={pins[name]} does not satisfy {line!r}; {regenerate}")
+    assert "torch" not in pins
+    assert "--hash=sha256:" in lock_text
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
@@ -373,6 +397,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert "**/.git" in patterns or ".git" in patterns
     for kept in ("service", "pyproject.toml", "README.md"):
         assert kept not in patterns, f"{kept} is needed by the API image"
+    assert "!deploy/requirements-serve.txt" in patterns, "the lock is needed by the API image"
 
 
 # --- Locust ----------------------------------------------------------------------------------------------
