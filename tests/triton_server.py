@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ONNX_MODEL_PY = Path(__file__).resolve().parent / "triton" / "onnx_model.py"
 BOOTSTRAP = "tests/triton/bootstrap.sh"
@@ -341,3 +343,31 @@ if __name__ == "__main__":  # `python tests/triton_server.py`: is the test Trito
     found, why = find_triton()
     print(found or why)
     sys.exit(0 if found else 1)
+
+
+# ------------------------------------------------------------------------------------------------ real test faces
+
+def aligned_lfw_faces(model_dir: Path, lfw: Path, resolutions: list[int], count: int = 16
+                      ) -> dict[int, np.ndarray]:
+    """The largest face of `count` LFW photos (one per person, peopleDevTest order), detected by the service's
+    detector and aligned at every resolution straight from the photo, as the pipeline does: r -> N x r x r x 3."""
+    from service.detection import build_detector
+    from service.imaging.align import align_face
+    from service.imaging.decode import DecodeLimits, decode_image
+    from service.models.manifest import load_manifest
+    from service.settings import Settings
+    from tests.conftest import lfw_photo, people_with_photos
+
+    detector = build_detector(Settings(model_dir=model_dir), load_manifest(model_dir))
+    limits = DecodeLimits(10 * 1024 * 1024, 40_000_000, 16)
+    crops: dict[int, list[np.ndarray]] = {r: [] for r in resolutions}
+    for name in people_with_photos(lfw, 1, count):
+        image = decode_image(lfw_photo(lfw, name).read_bytes(), limits)
+        faces = sorted(detector.detect(image), key=lambda f: -f.size)
+        if not faces:
+            continue
+        for r in resolutions:
+            crops[r].append(align_face(image, faces[0].landmarks, r))
+    if not crops[resolutions[0]]:
+        raise RuntimeError(f"no face found in the LFW photos under {lfw}")
+    return {r: np.stack(c) for r, c in crops.items()}

@@ -149,19 +149,26 @@ class TritonBackend(EmbeddingBackend):
 
     def _probe(self) -> bool:
         kwargs = self._timeout_kwargs(min(self.timeout_s, READY_TIMEOUT_S))
+        why = ""
         try:
             client = self._client("probe")
             if not client.is_server_live(**kwargs):
-                return False
-            missing = [m for m in sorted(set(self.triton_models.values())) if not client.is_model_ready(m, **kwargs)]
+                why = "server not live"
+            else:
+                missing = [m for m in sorted(set(self.triton_models.values()))
+                           if not client.is_model_ready(m, **kwargs)]
+                if missing:
+                    why = f"models not ready: {missing}"
         except self._client_errors() as exc:
             self._drop_client("probe")
-            log.info("Triton at %s not reachable: %s", self.url, _short(exc))
-            return False
-        if missing:
-            log.info("Triton at %s is live but models %s are not ready", self.url, missing)
-            return False
-        return True
+            why = f"not reachable: {_short(exc)}"
+        if why and self._ready_value:
+            log.warning("Triton at %s is no longer ready: %s", self.url, why)
+        elif why and self._ready_at == float("-inf"):
+            log.info("Triton at %s not ready: %s", self.url, why)
+        elif not why and not self._ready_value:
+            log.info("Triton at %s is ready: %s", self.url, sorted(set(self.triton_models.values())))
+        return not why
 
 
 def _short(exc: BaseException) -> str:

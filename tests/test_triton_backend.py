@@ -1,0 +1,198 @@
+"""The Triton embedding backend against a real `tritonserver` (CPU build from the nvidia-pytriton wheel).
+
+The server serves the very ONNX files the embedded backend runs, through the Python-backend stand-in of
+`tests/triton_server.py`, under the manifest's model names; so the embeddings must agree with the embedded ONNX
+Runtime backend to float precision, over gRPC and over HTTP. A service started while Triton is down must start,
+answer 503s, and recover once Triton is up, without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.api.context import BRANCH_FAMILY
+from service.embedding.backend import OnnxRuntimeBackend, select_embedders
+from service.errors import BackendUnavailable
+from service.models.manifest import ModelEntry, load_manifest
+from service.models.registry import EMBEDDER_NAME
+from tests.conftest import ServiceProcess, lfw_photo, people_with_photos
+from tests.triton_server import (
+    TritonServer,
+    add_onnx_model,
+    aligned_lfw_faces,
+    free_port,
+    require_triton,
+    running_triton,
+)
+
+INSTALL = require_triton()  # skips this module, naming tests/triton/bootstrap.sh, when the Triton venv is absent
+TOLERANCE = 1e-4
+PROTOCOLS = ["grpc", "http"]
+
+Embedders = dict[int, tuple[str, ModelEntry]]
+
+
+@pytest.fixture(scope="module")
+def embedders(model_dir: Path) -> Embedders:
+    """What the service would load: the trunk plus every BTNet branch in the manifest."""
+    return select_embedders(load_manifest(model_dir), EMBEDDER_NAME, BRANCH_FAMILY, use_branches=True)
+
+
+@pytest.fixture(scope="module")
+def triton_repo(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, embedders: Embedders) -> Path:
+    repo = tmp_path_factory.mktemp("triton-repo")
+    for name, entry in embedders.values():
+        add_onnx_model(repo, name, model_dir / entry.file)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def triton(triton_repo: Path) -> Iterator[TritonServer]:
+    with running_triton(INSTALL, triton_repo) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def faces(model_dir: Path, lfw_dir: Path, embedders: Embedders) -> dict[int, np.ndarray]:
+    return aligned_lfw_faces(model_dir, lfw_dir, sorted(embedders), count=16)
+
+
+@pytest.fixture(scope="module")
+def embedded(model_dir: Path, embedders: Embedders) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(model_dir, embedders, threads=1)
+
+
+def _backend(server: TritonServer, protocol: str, embedders: Embedders, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
+    from service.embedding.triton import TritonBackend
+
+    return TritonBackend(server.url(protocol), protocol, embedders, timeout_s)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_same_embeddings_as_embedded_backend(protocol: str, triton: TritonServer, embedders: Embedders,
+                                              embedded: OnnxRuntimeBackend, faces: dict[int, np.ndarray]) -> None:
+    backend = _backend(triton, protocol, embedders)
+    assert backend.ready()
+    for res, crops in faces.items():
+        got = backend.embed(res, crops)
+        want = embedded.embed(res, crops)
+        assert got.shape == want.shape == (len(crops), embedders[res][1].embedding_size)
+        diff = float(np.abs(got - want).max())
+        raw = float(np.abs(backend._run(res, _tensor(crops, embedders[res][1]))
+                           - embedded._run(res, _tensor(crops, embedders[res][1]))).max())
+        print(f"{protocol} r={res} ({embedders[res][0]}): {len(crops)} LFW faces, max |diff| unit embeddings "
+              f"{diff:.3g}, raw outputs {raw:.3g}")
+        assert diff <= TOLERANCE
+        assert raw <= TOLERANCE
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        assert backend.embed(res, crops[:0]).shape == (0, want.shape[1])
+
+
+def _tensor(crops: np.ndarray, entry: ModelEntry) -> np.ndarray:
+    from service.embedding.preprocess import to_tensor
+
+    return to_tensor(crops, entry)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_concurrent_calls_from_several_threads(protocol: str, triton: TritonServer, embedders: Embedders,
+                                               embedded: OnnxRuntimeBackend, faces: dict[int, np.ndarray]) -> None:
+    """The batcher threads share one backend; Triton's dynamic batcher may merge their requests."""
+    backend = _backend(triton, protocol, embedders)
+    res = max(faces)
+    crops = faces[res]
+    want = embedded.embed(res, crops)
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = backend.embed(res, crops[i:i + 1])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(min(8, len(crops)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for i, got in results.items():
+        assert float(np.abs(got - want[i:i + 1]).max()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_unknown_model_is_not_ready_and_unavailable(protocol: str, triton: TritonServer,
+                                                    embedders: Embedders) -> None:
+    entry = embedders[max(embedders)][1]
+    backend = _backend(triton, protocol, {112: ("no_such_model", entry)})
+    assert not backend.ready()
+    with pytest.raises(BackendUnavailable) as info:
+        backend.embed(112, np.zeros((1, 112, 112, 3), dtype=np.uint8))
+    assert info.value.status == 503 and info.value.code == "backend_unavailable"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_server_down_raises_promptly(protocol: str, embedders: Embedders) -> None:
+    from service.embedding.triton import TritonBackend
+
+    port = free_port()  # nothing listens there
+    backend = TritonBackend(f"127.0.0.1:{port}", protocol, embedders, timeout_s=3.0)  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert not backend.ready()
+    with pytest.raises(BackendUnavailable) as info:
+        backend.embed(max(embedders), np.zeros((1, 112, 112, 3), dtype=np.uint8))
+    assert "unavailable" in info.value.message
+    assert time.monotonic() - started < 3.0
+
+
+def test_service_starts_without_triton_and_recovers(triton_repo: Path, lfw_dir: Path, tmp_path: Path,
+                                                    service_factory: type[ServiceProcess]) -> None:
+    grpc_port = free_port()
+    service = service_factory({
+        "ANYFACE_EMBEDDING_BACKEND": "triton",
+        "ANYFACE_TRITON_URL": f"127.0.0.1:{grpc_port}",
+        "ANYFACE_TRITON_PROTOCOL": "grpc",
+        "ANYFACE_TRITON_TIMEOUT_S": "5",
+        "ANYFACE_STORE": f"sqlite:///{tmp_path / 'gallery.sqlite3'}",
+        "ANYFACE_API_KEYS": "",
+    }).start(wait_ready=False)
+    name = people_with_photos(lfw_dir, 2, 1)[0]
+    files = {"image_a": lfw_photo(lfw_dir, name, 1).read_bytes(), "image_b": lfw_photo(lfw_dir, name, 2).read_bytes()}
+
+    with service.client() as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["checks"]["embedding_backend"] is False
+
+        started = time.monotonic()
+        down = client.post("/v1/verify", files=files)
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "backend_unavailable"
+        assert time.monotonic() - started < 5.0
+
+        with running_triton(INSTALL, triton_repo, grpc_port=grpc_port):
+            deadline = time.monotonic() + 20
+            while (ready := client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"]["embedding_backend"] is True
+            up = client.post("/v1/verify", files=files)
+            assert up.status_code == 200, up.text
+            body = up.json()
+            assert body["match"] is True, body
+            print(f"verify after Triton came back: {name}: similarity {body['similarity']}")
+
+        # and down again: a clear 503, not a hang or a 500
+        try:
+            again = client.post("/v1/verify", files=files)
+        except httpx.HTTPError as exc:  # pragma: no cover - reported as a failure
+            pytest.fail(f"service did not answer after Triton stopped: {exc}")
+        assert again.status_code == 503 and again.json()["error"]["code"] == "backend_unavailable"
