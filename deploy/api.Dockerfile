@@ -13,6 +13,8 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 # Override it with a named build context: `--build-context model-mirror=DIR`
 # (compose: ANYFACE_MODEL_MIRROR_DIR). Files are checked against their pinned sha256 either way.
 FROM scratch AS model-mirror
+# (not left empty: some BuildKit setups refuse to bind-mount an empty stage)
+COPY deploy/model-mirror/README.md /README.md
 
 # ---------------------------------------------------------------------------------------------------------
 # deps: a virtualenv with the locked `serve` dependencies (deploy/requirements-serve.txt, hash-checked;
