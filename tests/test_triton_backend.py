@@ -19,6 +19,8 @@ import pytest
 
 from service.api.context import BRANCH_FAMILY
 from service.embedding.backend import OnnxRuntimeBackend, select_embedders
+from service.embedding.preprocess import to_tensor
+from service.embedding.triton import TritonBackend
 from service.errors import BackendUnavailable
 from service.models.manifest import ModelEntry, load_manifest
 from service.models.registry import EMBEDDER_NAME
@@ -69,9 +71,7 @@ def embedded(model_dir: Path, embedders: Embedders) -> OnnxRuntimeBackend:
     return OnnxRuntimeBackend(model_dir, embedders, threads=1)
 
 
-def _backend(server: TritonServer, protocol: str, embedders: Embedders, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
-    from service.embedding.triton import TritonBackend
-
+def _backend(server: TritonServer, protocol: str, embedders: Embedders, timeout_s: float = 10.0) -> TritonBackend:
     return TritonBackend(server.url(protocol), protocol, embedders, timeout_s)  # type: ignore[arg-type]
 
 
@@ -96,8 +96,6 @@ def test_same_embeddings_as_embedded_backend(protocol: str, triton: TritonServer
 
 
 def _tensor(crops: np.ndarray, entry: ModelEntry) -> np.ndarray:
-    from service.embedding.preprocess import to_tensor
-
     return to_tensor(crops, entry)
 
 
@@ -141,8 +139,6 @@ def test_unknown_model_is_not_ready_and_unavailable(protocol: str, triton: Trito
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_server_down_raises_promptly(protocol: str, embedders: Embedders) -> None:
-    from service.embedding.triton import TritonBackend
-
     port = free_port()  # nothing listens there
     backend = TritonBackend(f"127.0.0.1:{port}", protocol, embedders, timeout_s=3.0)  # type: ignore[arg-type]
     started = time.monotonic()

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,25 +77,25 @@ def free_port() -> int:
 
 # --------------------------------------------------------------------------------------------- model repositories
 
-def _model_config_pb2():  # type: ignore[no-untyped-def]
+def _model_config_pb2() -> Any:
     from tritonclient.grpc import model_config_pb2
 
     return model_config_pb2
 
 
-def read_config(path: Path):  # type: ignore[no-untyped-def]
+def read_config(path: Path) -> Any:
     from google.protobuf import text_format
 
     return text_format.Parse(path.read_text(), _model_config_pb2().ModelConfig())
 
 
-def write_config(path: Path, config) -> None:  # type: ignore[no-untyped-def]
+def write_config(path: Path, config: Any) -> None:
     from google.protobuf import text_format
 
     path.write_text(text_format.MessageToString(config))
 
 
-def _python_backend_parts(config, onnx_file: str, threads: int) -> None:  # type: ignore[no-untyped-def]
+def _python_backend_parts(config: Any, onnx_file: str, threads: int) -> None:
     """Turn an onnxruntime-backend config into the Python-backend stand-in's, in place."""
     pb2 = _model_config_pb2()
     config.ClearField("platform")
@@ -163,8 +164,8 @@ class Conversion:
     detail: str = ""
 
 
-def _is_onnx_runtime(config) -> bool:  # type: ignore[no-untyped-def]
-    return config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx"
+def _is_onnx_runtime(config: Any) -> bool:
+    return bool(config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx")
 
 
 def convert_repository(src: Path, dst: Path, threads: int = 1) -> list[Conversion]:
@@ -283,6 +284,15 @@ class TritonServer:
         except OSError:
             return ""
 
+    def log_errors(self) -> str:
+        """The error lines of the log (model load failures), then its end."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line for line in lines if line.startswith("E") or "UNAVAILABLE" in line or "failed" in line]
+        return "\n".join(errors[-30:] + ["..."] + lines[-5:])
+
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1.0) as resp:
@@ -294,12 +304,12 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"tritonserver exited with {self.process.returncode}:\n{self.log_errors()}")
             if self.ready():
                 return
             time.sleep(0.2)
         self.stop()
-        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_errors()}")
 
     def stop(self) -> None:
         proc, self.process = self.process, None
@@ -320,8 +330,13 @@ class TritonServer:
 
 
 @contextlib.contextmanager
-def running_triton(install: TritonInstall, repository: Path, **ports: int) -> Iterator[TritonServer]:
-    server = TritonServer(install, repository, **ports)
+def running_triton(install: TritonInstall, repository: Path, grpc_port: int | None = None,
+                   http_port: int | None = None) -> Iterator[TritonServer]:
+    server = TritonServer(install, repository)
+    if grpc_port is not None:
+        server.grpc_port = grpc_port
+    if http_port is not None:
+        server.http_port = http_port
     try:
         yield server.start()
     finally:
@@ -355,10 +370,10 @@ def aligned_lfw_faces(model_dir: Path, lfw: Path, resolutions: list[int], count:
     from service.imaging.align import align_face
     from service.imaging.decode import DecodeLimits, decode_image
     from service.models.manifest import load_manifest
-    from service.settings import Settings
+    from service.settings import get_settings
     from tests.conftest import lfw_photo, people_with_photos
 
-    detector = build_detector(Settings(model_dir=model_dir), load_manifest(model_dir))
+    detector = build_detector(get_settings().model_copy(update={"model_dir": model_dir}), load_manifest(model_dir))
     limits = DecodeLimits(10 * 1024 * 1024, 40_000_000, 16)
     crops: dict[int, list[np.ndarray]] = {r: [] for r in resolutions}
     for name in people_with_photos(lfw, 1, count):
