@@ -291,7 +291,7 @@ class TritonServer:
         except OSError:
             return ""
         errors = [line for line in lines if line.startswith("E") or "UNAVAILABLE" in line or "failed" in line]
-        return "\n".join(errors[-30:] + ["..."] + lines[-5:])
+        return "\n".join([*errors[-30:], "...", *lines[-5:]])
 
     def ready(self) -> bool:
         try:
