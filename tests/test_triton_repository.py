@@ -12,6 +12,7 @@ onnxruntime-backend repository with an ensemble joining them, must equal the unc
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,15 +183,13 @@ def faces(model_dir: Path, lfw_dir: Path) -> dict[int, np.ndarray]:
 
 
 def _infer(server: TritonServer, model: str, tensor: np.ndarray, protocol: str = "grpc") -> np.ndarray:
-    if protocol == "grpc":
-        import tritonclient.grpc as proto
-    else:
-        import tritonclient.http as proto  # type: ignore[no-redef]
+    proto = importlib.import_module(f"tritonclient.{protocol}")
     client = proto.InferenceServerClient(server.url(protocol))
     try:
         inp = proto.InferInput("input", list(tensor.shape), "FP32")
         inp.set_data_from_numpy(np.ascontiguousarray(tensor, dtype=np.float32))
-        result = client.infer(model, [inp], outputs=[proto.InferRequestedOutput("embedding")], client_timeout=60)
+        timeout = {"client_timeout": 60} if protocol == "grpc" else {}
+        result = client.infer(model, [inp], outputs=[proto.InferRequestedOutput("embedding")], **timeout)
         return np.asarray(result.as_numpy("embedding"))
     finally:
         client.close()
@@ -205,17 +204,20 @@ def _onnx_reference(path: Path, tensor: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------------- tests
 
-def test_selftest_ensemble_equals_uncut_trunk(triton: TritonServer, conversions: tuple[Path, list[Conversion]],
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_selftest_ensemble_equals_uncut_trunk(protocol: str, triton: TritonServer,
+                                              conversions: tuple[Path, list[Conversion]],
                                               faces: dict[int, np.ndarray], trunk_entry: ModelEntry,
                                               model_dir: Path) -> None:
     kinds = {c.name: c.kind for c in conversions[1]}
     assert kinds[SELFTEST] == "ensemble (as exported)"
     assert kinds[f"{SELFTEST}_head"] == kinds[f"{SELFTEST}_tail"] == "onnxruntime -> python"
     tensor = to_tensor(faces[112], trunk_entry)
-    got = _infer(triton, SELFTEST, tensor)
+    got = _infer(triton, SELFTEST, tensor, protocol)
     want = _onnx_reference(model_dir / trunk_entry.file, tensor)
     diff = float(np.abs(got - want).max())
-    print(f"self-test ensemble (trunk cut in two) vs uncut trunk: {len(tensor)} LFW faces, max |diff| {diff:.3g}")
+    print(f"{protocol} self-test ensemble (trunk cut in two) vs uncut trunk: {len(tensor)} LFW faces, "
+          f"max |diff| {diff:.3g}")
     assert got.shape == want.shape
     assert diff <= TOLERANCE
 
