@@ -76,8 +76,18 @@ class GalleryManager:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def _wait(self) -> bool:
+        """Wait until the feed may hold new changes (at most `follow_interval_s`); False once stopping."""
+        if self.ready:
+            try:  # stores that can block on their feed (Redis) wake up as soon as a change arrives
+                if self.store.wait_for_changes(self._applied_seq, self.follow_interval_s):
+                    return not self._stop.is_set()
+            except StoreUnavailable:
+                pass
+        return not self._stop.wait(self.follow_interval_s)
+
     def _follow(self) -> None:
-        while not self._stop.wait(self.follow_interval_s):
+        while self._wait():
             try:
                 if not self._loaded:
                     self.load()

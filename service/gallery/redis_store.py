@@ -217,6 +217,7 @@ class RedisStore(GalleryStore):
             retry=Retry(NoBackoff(), 1),
             decode_responses=False,
         )
+        self._block_limit_s = timeout_s / 2  # a blocking read must end well before the socket timeout
         self._epoch: str | None = None  # of the data the last `last_seq`/`changes_since` saw
         self._scripts = {
             name: self._r.register_script(source)
@@ -439,6 +440,13 @@ class RedisStore(GalleryStore):
                                   fields[b"gallery"].decode(), int(fields[b"face_id"]),
                                   fields[b"subject_id"].decode()))
         return changes
+
+    def wait_for_changes(self, seq: int, timeout_s: float) -> bool:
+        """`XREAD BLOCK` on the stream after `seq`: returns as soon as a change is written, or after `timeout_s`."""
+        block_ms = max(1, min(int(timeout_s * 1000), int(self._block_limit_s * 1000)))
+        with self._guard():
+            self._r.xread({self._k("changes"): f"{seq}-0"}, count=1, block=block_ms)
+        return True
 
     def oldest_seq(self) -> int:
         """The sequence number of the oldest change the stream still holds (`last_seq() + 1` when it is empty)."""

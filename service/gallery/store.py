@@ -152,5 +152,10 @@ class GalleryStore(ABC):
 
         Raises `FeedTruncated` when some of those changes are no longer available."""
 
+    def wait_for_changes(self, seq: int, timeout_s: float) -> bool:
+        """Block until the feed may hold changes after `seq`, at most `timeout_s`; return False at once when the
+        store cannot wait on its feed (the follower then polls every `follow_interval_s`)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
