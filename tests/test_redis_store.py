@@ -373,6 +373,26 @@ def test_redis_unreachable_raises_store_unavailable_quickly() -> None:
     store.close()
 
 
+def test_redis_hung_raises_store_unavailable_within_the_read_timeout(redis_server: _RedisServer) -> None:
+    store = RedisStore(_redis_url(redis_server))
+    store.add_faces("g", "alice", None, None, _faces(1))
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        for call in (store.ping, lambda: store.get_subject("g", "alice"),
+                     lambda: store.add_faces("g", "bob", None, None, _faces(2))):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                call()
+            assert time.monotonic() - started < 2.5
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    store.ping()
+    subject = store.get_subject("g", "alice")
+    assert subject is not None and subject.face_count == 1
+    store.close()
+
+
 # -- two real service replicas on one real Redis ----------------------------------------------------------------
 class _Replica(ServiceProcess):
     """The shared service process, with its log drained to a file (a full stderr pipe would block the service)."""

@@ -199,11 +199,11 @@ def _split_url(url: str) -> tuple[str, str]:
 
 class RedisStore(GalleryStore):
     """A `GalleryStore` in Redis. Connection failures and timeouts raise `StoreUnavailable` within a bounded time:
-    connect and read timeouts are short, and a failed command is retried once, at once, on a fresh connection
-    (writes carry an operation token, so a retried write is applied at most once)."""
+    connect and read timeouts are short (1 s, 1.5 s), and a command that failed on a broken connection is retried
+    once, at once, on a fresh one (writes carry an operation token, so a retried write is applied at most once)."""
 
     def __init__(self, url: str, *, prefix: str | None = None, stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
-                 connect_timeout_s: float = 1.0, timeout_s: float = 2.0) -> None:
+                 connect_timeout_s: float = 1.0, timeout_s: float = 1.5) -> None:
         redis_url, url_prefix = _split_url(url)
         self.prefix = prefix if prefix is not None else url_prefix
         self.stream_maxlen = stream_maxlen
@@ -214,7 +214,9 @@ class RedisStore(GalleryStore):
             socket_timeout=timeout_s,
             socket_keepalive=True,
             health_check_interval=5,
-            retry=Retry(NoBackoff(), 1),
+            # one immediate retry on a fresh connection for a broken one (e.g. after a Redis restart); timeouts
+            # are not retried, so that a hung Redis answers within `timeout_s`
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
             decode_responses=False,
         )
         self._block_limit_s = timeout_s / 2  # a blocking read must end well before the socket timeout
