@@ -149,13 +149,14 @@ def test_server_down_raises_promptly(protocol: str, embedders: Embedders) -> Non
     assert time.monotonic() - started < 3.0
 
 
-def test_service_starts_without_triton_and_recovers(triton_repo: Path, lfw_dir: Path, tmp_path: Path,
-                                                    service_factory: type[ServiceProcess]) -> None:
-    grpc_port = free_port()
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_service_starts_without_triton_and_recovers(protocol: str, triton_repo: Path, lfw_dir: Path,
+                                                    tmp_path: Path, service_factory: type[ServiceProcess]) -> None:
+    port = free_port()  # nothing listens there until the test starts Triton on it
     service = service_factory({
         "ANYFACE_EMBEDDING_BACKEND": "triton",
-        "ANYFACE_TRITON_URL": f"127.0.0.1:{grpc_port}",
-        "ANYFACE_TRITON_PROTOCOL": "grpc",
+        "ANYFACE_TRITON_URL": f"127.0.0.1:{port}",
+        "ANYFACE_TRITON_PROTOCOL": protocol,
         "ANYFACE_TRITON_TIMEOUT_S": "5",
         "ANYFACE_STORE": f"sqlite:///{tmp_path / 'gallery.sqlite3'}",
         "ANYFACE_API_KEYS": "",
@@ -174,7 +175,7 @@ def test_service_starts_without_triton_and_recovers(triton_repo: Path, lfw_dir: 
         assert down.json()["error"]["code"] == "backend_unavailable"
         assert time.monotonic() - started < 5.0
 
-        with running_triton(INSTALL, triton_repo, grpc_port=grpc_port):
+        with running_triton(INSTALL, triton_repo, **{f"{protocol}_port": port}):
             deadline = time.monotonic() + 20
             while (ready := client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.3)
@@ -184,7 +185,7 @@ def test_service_starts_without_triton_and_recovers(triton_repo: Path, lfw_dir: 
             assert up.status_code == 200, up.text
             body = up.json()
             assert body["match"] is True, body
-            print(f"verify after Triton came back: {name}: similarity {body['similarity']}")
+            print(f"{protocol}: verify after Triton came back: {name}: similarity {body['similarity']}")
 
         # and down again: a clear 503, not a hang or a 500
         try:

@@ -254,7 +254,7 @@ class TritonServer:
             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
             "--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--exit-on-error=true",
-            "--strict-readiness=true", "--log-verbose=0",
+            "--strict-readiness=true", "--log-verbose=0", "--exit-timeout-secs=3",
         ]
 
     def env(self) -> dict[str, str]:
