@@ -1,0 +1,59 @@
+"""Paths and defaults shared by the training commands; every field can be overridden on the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_RESOLUTIONS: tuple[int, ...] = (56, 28, 14, 7)
+TRUNK_RESOLUTION = 112
+EMBEDDING_SIZE = 128
+MEAN = 127.5
+STD = 128.0
+
+
+def data_dir() -> Path:
+    """The parent of `lfw/` (env `ANYFACE_DATA_DIR`, default `data`)."""
+    return Path(os.environ.get("ANYFACE_DATA_DIR", "data"))
+
+
+def lfw_dir() -> Path:
+    return data_dir() / "lfw"
+
+
+def model_dir() -> Path:
+    """Where the fetched and exported models live (env `ANYFACE_MODEL_DIR`, default `models`)."""
+    return Path(os.environ.get("ANYFACE_MODEL_DIR", "models"))
+
+
+def cache_dir() -> Path:
+    """Crops and teacher features (env `ANYFACE_CACHE_DIR`, default `.cache/anyface`)."""
+    return Path(os.environ.get("ANYFACE_CACHE_DIR", ".cache/anyface"))
+
+
+def trunk_weights() -> Path:
+    return model_dir() / "mobilefacenet_state_dict.pt"
+
+
+@dataclass
+class DistillConfig:
+    """One distillation run: which branches, how long, which conv, which losses."""
+
+    resolutions: list[int] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
+    conv: str = "scan"  # "scan" or "plain"
+    steps: dict[int, int] = field(default_factory=lambda: {56: 120, 28: 300, 14: 450, 7: 450})
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    feature_weight: float = 1.0
+    embedding_weight: float = 1.0
+    embedding_loss: str = "cosine"  # "cosine" or "mse"
+    scale_weight: float = 0.01
+    scale_lambda: float = 1.0
+    max_train_images: int = 6000
+    seed: int = 0
+    out: Path = Path("runs/btnet")
+    checkpoint_every: int = 50
+    threads: int = 2
+    log_every: int = 10

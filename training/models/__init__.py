@@ -1,0 +1,1 @@
+"""Networks: the MobileFaceNet trunk and the BTNet branch-to-trunk models built from it."""
