@@ -37,6 +37,7 @@ from tests.triton_server import (
 INSTALL = require_triton()  # skips this module, naming tests/triton/bootstrap.sh, when the Triton venv is absent
 TOLERANCE = 1e-4
 PROTOCOLS = ["grpc", "http"]
+SMALL_BATCH = "trunk_max_batch_4"  # the trunk again, with a max_batch_size below the service's batches
 
 Embedders = dict[int, tuple[str, ModelEntry]]
 
@@ -52,6 +53,8 @@ def triton_repo(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, embed
     repo = tmp_path_factory.mktemp("triton-repo")
     for name, entry in embedders.values():
         add_onnx_model(repo, name, model_dir / entry.file)
+    trunk = embedders[max(embedders)][1]
+    add_onnx_model(repo, SMALL_BATCH, model_dir / trunk.file, max_batch_size=4)
     return repo
 
 
@@ -124,6 +127,20 @@ def test_concurrent_calls_from_several_threads(protocol: str, triton: TritonServ
     assert not errors, errors
     for i, got in results.items():
         assert float(np.abs(got - want[i:i + 1]).max()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_batches_above_the_models_max_batch_size_are_split(protocol: str, triton: TritonServer,
+                                                           embedders: Embedders, embedded: OnnxRuntimeBackend,
+                                                           faces: dict[int, np.ndarray]) -> None:
+    res = max(embedders)
+    backend = _backend(triton, protocol, {res: (SMALL_BATCH, embedders[res][1])})
+    crops = faces[res]
+    assert len(crops) > 4
+    got = backend.embed(res, crops)  # no ready() first: the limit is learnt on the first call
+    assert float(np.abs(got - embedded.embed(res, crops)).max()) <= TOLERANCE
+    with pytest.raises(BackendUnavailable, match="batch"):  # what an unsplit call gets from Triton
+        backend._infer(res, _tensor(crops, embedders[res][1]))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

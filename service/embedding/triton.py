@@ -15,6 +15,7 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -64,6 +65,8 @@ class TritonBackend(EmbeddingBackend):
         self._ready_lock = threading.Lock()
         self._ready_at = float("-inf")
         self._ready_value = False
+        # each model's max_batch_size, learnt from its config once it is ready: larger batches are split
+        self._max_batch: dict[str, int] = {}
         log.info("Triton backend: %s://%s, models %s", protocol, url, self.triton_models)
 
     # ------------------------------------------------------------------ clients
@@ -109,6 +112,19 @@ class TritonBackend(EmbeddingBackend):
 
     def _run(self, resolution: int, tensor: np.ndarray) -> np.ndarray:
         model = self.triton_models[resolution]
+        if model not in self._max_batch:
+            try:
+                self._learn_batch_limits(self._client(), self._timeout_kwargs(self.timeout_s), [model])
+            except self._client_errors() as exc:
+                raise self._unavailable(model, exc) from exc
+        limit = self._max_batch.get(model, 0)
+        if 0 < limit < len(tensor):
+            return np.concatenate([self._infer(resolution, tensor[i:i + limit])
+                                   for i in range(0, len(tensor), limit)])
+        return self._infer(resolution, tensor)
+
+    def _infer(self, resolution: int, tensor: np.ndarray) -> np.ndarray:
+        model = self.triton_models[resolution]
         proto = importlib.import_module(f"tritonclient.{self.protocol}")
         tensor = np.ascontiguousarray(tensor, dtype=np.float32)
         started = time.monotonic()
@@ -119,13 +135,7 @@ class TritonBackend(EmbeddingBackend):
             result = self._client().infer(model, [inp], outputs=[out], **self._timeout_kwargs(self.timeout_s))
             embeddings = result.as_numpy(OUTPUT_NAME)
         except self._client_errors() as exc:
-            self._drop_client()
-            self._ready_at = float("-inf")  # let the next /readyz look again
-            elapsed = time.monotonic() - started
-            log.warning("Triton %s inference on %r failed after %.2f s: %s", self.protocol, model, elapsed, exc)
-            raise BackendUnavailable(
-                f"the embedding backend (Triton at {self.url}, model {model!r}) is unavailable: "
-                f"{_short(exc)}") from exc
+            raise self._unavailable(model, exc, time.monotonic() - started) from exc
         if embeddings is None:
             raise BackendUnavailable(f"Triton model {model!r} returned no {OUTPUT_NAME!r} output")
         embeddings = np.asarray(embeddings, dtype=np.float32).reshape(len(tensor), -1)
@@ -134,6 +144,16 @@ class TritonBackend(EmbeddingBackend):
             raise BackendUnavailable(f"Triton model {model!r} returned {embeddings.shape[1]}-d embeddings, "
                                      f"expected {expected}")
         return embeddings
+
+    def _unavailable(self, model: str, exc: BaseException, elapsed: float | None = None) -> BackendUnavailable:
+        """Forget the failed connection and what was learnt about the model; the error for the client."""
+        self._drop_client()
+        self._max_batch.pop(model, None)
+        self._ready_at = float("-inf")  # let the next /readyz look again
+        after = f" after {elapsed:.2f} s" if elapsed is not None else ""
+        log.warning("Triton %s call for model %r failed%s: %s", self.protocol, model, after, _short(exc))
+        return BackendUnavailable(f"the embedding backend (Triton at {self.url}, model {model!r}) is unavailable: "
+                                  f"{_short(exc)}")
 
     # ------------------------------------------------------------------ readiness
 
@@ -159,6 +179,8 @@ class TritonBackend(EmbeddingBackend):
                            if not client.is_model_ready(m, **kwargs)]
                 if missing:
                     why = f"models not ready: {missing}"
+                else:
+                    self._learn_batch_limits(client, kwargs, self.triton_models.values())
         except self._client_errors() as exc:
             self._drop_client("probe")
             why = f"not reachable: {_short(exc)}"
@@ -169,6 +191,14 @@ class TritonBackend(EmbeddingBackend):
         elif not why and not self._ready_value:
             log.info("Triton at %s is ready: %s", self.url, sorted(set(self.triton_models.values())))
         return not why
+
+
+    def _learn_batch_limits(self, client: Any, kwargs: dict[str, float], models: Iterable[str]) -> None:
+        for model in set(models) - set(self._max_batch):
+            config = client.get_model_config(model, **kwargs, **({"as_json": True} if self.protocol == "grpc" else {}))
+            config = config.get("config", config)  # gRPC wraps it, HTTP does not
+            self._max_batch[model] = int(config.get("max_batch_size", 0) or 0)
+            log.info("Triton model %s: max_batch_size %s", model, self._max_batch[model] or "unbounded")
 
 
 def _short(exc: BaseException) -> str:
