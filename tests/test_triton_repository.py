@@ -13,6 +13,7 @@ onnxruntime-backend repository with an ensemble joining them, must equal the unc
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from service.api.context import BRANCH_FAMILY
+from service.embedding.backend import OnnxRuntimeBackend, select_embedders
 from service.embedding.preprocess import to_tensor
+from service.embedding.triton import TritonBackend
 from service.models.manifest import ModelEntry, load_manifest
 from service.models.registry import EMBEDDER_NAME
 from tests.conftest import MODEL_DIR
@@ -38,7 +42,9 @@ from tests.triton_server import (
 
 INSTALL = require_triton()  # skips this module, naming tests/triton/bootstrap.sh, when the Triton venv is absent
 TOLERANCE = 1e-4
-EXPORTED = MODEL_DIR / "triton"
+# where `python -m training.export` wrote `triton/` and `btnet_r{r}.onnx`; override to test another export
+EXPORT_DIR = Path(os.environ.get("ANYFACE_EXPORT_DIR") or MODEL_DIR)
+EXPORTED = EXPORT_DIR / "triton"
 ENSEMBLE = re.compile(r"^btnet_r(\d+)$")
 SELFTEST = "selftest_trunk_split"
 
@@ -243,7 +249,7 @@ def test_exported_ensembles_equal_single_file_models(protocol: str, triton: Trit
                                                       faces: dict[int, np.ndarray], trunk_entry: ModelEntry) -> None:
     ensembles = require_export()
     for resolution, name in ensembles.items():
-        single = MODEL_DIR / f"btnet_r{resolution}.onnx"
+        single = EXPORT_DIR / f"btnet_r{resolution}.onnx"
         assert single.exists(), f"{single} missing: the export wrote ensemble {name} but no single-file model"
         tensor = to_tensor(faces[resolution], _entry_for(resolution, trunk_entry))
         assert tensor.shape[1:] == (3, resolution, resolution)
@@ -267,3 +273,23 @@ def test_exported_trunk_equals_service_trunk(triton: TritonServer, faces: dict[i
     diff = float(np.abs(got - want).max())
     print(f"exported {EMBEDDER_NAME} vs {trunk_entry.file}: max |diff| {diff:.3g}")
     assert diff <= TOLERANCE
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_service_backend_on_exported_repository(protocol: str, triton: TritonServer, model_dir: Path,
+                                                lfw_dir: Path) -> None:
+    """End to end: the service's TritonBackend on the exported repository, against the embedded backend, for
+    every embedder the manifest selects (`mobilefacenet` is itself an ensemble of trunk segments there)."""
+    require_export()
+    embedders = select_embedders(load_manifest(model_dir), EMBEDDER_NAME, BRANCH_FAMILY, use_branches=True)
+    missing = [name for name, _ in embedders.values() if not (EXPORTED / name / "config.pbtxt").exists()]
+    assert not missing, f"manifest embedders the exported repository does not serve: {missing}"
+    backend = TritonBackend(triton.url(protocol), protocol, embedders, 30.0)  # type: ignore[arg-type]
+    assert backend.ready()
+    embedded = OnnxRuntimeBackend(model_dir, embedders, threads=1)
+    crops = aligned_lfw_faces(model_dir, lfw_dir, sorted(embedders), count=16)
+    for res, (name, _) in embedders.items():
+        diff = float(np.abs(backend.embed(res, crops[res]) - embedded.embed(res, crops[res])).max())
+        print(f"{protocol} TritonBackend on exported {name} vs OnnxRuntimeBackend: max |diff| {diff:.3g} "
+              "(unit embeddings)")
+        assert diff <= TOLERANCE

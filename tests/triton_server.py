@@ -102,8 +102,13 @@ def _python_backend_parts(config: Any, onnx_file: str, threads: int) -> None:
     config.backend = "python"
     config.ClearField("default_model_filename")
     config.optimization.ClearField("execution_accelerators")  # GPU/OpenVINO accelerators mean nothing here
+    # one CPU instance per model: every Python-backend instance is a process of its own, and instance counts are
+    # deployment tuning, not the repository's logic
+    if not config.instance_group:
+        config.instance_group.add()
     for group in config.instance_group:
         group.kind = pb2.ModelInstanceGroup.Kind.KIND_CPU
+        group.count = 1
         group.ClearField("gpus")
     config.parameters["ONNX_FILE"].string_value = onnx_file
     config.parameters["ORT_THREADS"].string_value = str(threads)
