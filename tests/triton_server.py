@@ -48,7 +48,9 @@ def _venv_path() -> Path:
 
 
 def find_triton() -> tuple[TritonInstall | None, str]:
-    """The install, or None and why not (a skip reason naming the command that creates it)."""
+    """The install, or None and why not (a skip reason naming the command that creates it).
+
+    A venv that is there but cannot run the server raises: CI must not skip silently over a broken install."""
     venv = _venv_path()
     python = venv / "bin" / "python"
     if not python.exists():
@@ -64,9 +66,27 @@ def find_triton() -> tuple[TritonInstall | None, str]:
     version, libdir = probe.stdout.split()
     stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
-        return None, f"the wheel has no Python backend stub for Python {version} ({stub})"
-    return TritonInstall(venv, binaries[0], dist.parents[1] / "nvidia_pytriton.libs", dist / "backends", stub,
-                         Path(libdir)), ""
+        raise RuntimeError(f"the nvidia-pytriton wheel has no Python backend stub for Python {version} ({stub})")
+    install = TritonInstall(venv, binaries[0], dist.parents[1] / "nvidia_pytriton.libs", dist / "backends", stub,
+                            Path(libdir))
+    missing = _missing_libraries(install)
+    if missing:
+        raise RuntimeError(f"the Triton test binaries cannot load {missing} (the stub needs the shared libpython "
+                           f"of {python}: use a Python built with --enable-shared)")
+    return install, ""
+
+
+def _missing_libraries(install: TritonInstall) -> list[str]:
+    """Shared libraries the server or the Python backend stub cannot find, as `ldd` reports them."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return []
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{install.python_libdir}:{install.libs}"}
+    missing = []
+    for binary in (install.binary, install.stub):
+        out = subprocess.run([ldd, str(binary)], capture_output=True, text=True, env=env).stdout
+        missing += [line.split()[0] for line in out.splitlines() if "not found" in line]
+    return sorted(set(missing))
 
 
 def free_port() -> int:
