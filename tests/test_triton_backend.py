@@ -8,6 +8,7 @@ answer 503s, and recover once Triton is up, without a restart.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -164,6 +165,25 @@ def test_server_down_raises_promptly(protocol: str, embedders: Embedders) -> Non
         backend.embed(max(embedders), np.zeros((1, 112, 112, 3), dtype=np.uint8))
     assert "unavailable" in info.value.message
     assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_hung_server_times_out(protocol: str, embedders: Embedders) -> None:
+    """A peer that accepts connections but never answers: 503 after the configured timeout, not a hang."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody ever reads or writes
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
+        backend = TritonBackend(url, protocol, embedders, timeout_s=1.0)  # type: ignore[arg-type]
+        started = time.monotonic()
+        assert not backend.ready()
+        assert time.monotonic() - started < 3.0
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            backend.embed(max(embedders), np.zeros((1, 112, 112, 3), dtype=np.uint8))
+        elapsed = time.monotonic() - started
+        print(f"{protocol}: hung server -> BackendUnavailable after {elapsed:.2f} s (timeout 1 s)")
+        assert elapsed < 4.0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

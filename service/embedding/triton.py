@@ -53,7 +53,9 @@ class TritonBackend(EmbeddingBackend):
                  timeout_s: float = 5.0) -> None:
         if protocol not in ("grpc", "http"):
             raise ValueError(f"unknown Triton protocol {protocol!r}")
-        for scheme in ("http://", "https://", "grpc://"):
+        if url.startswith("https://"):
+            raise ValueError("TLS to Triton is not supported; give host:port")
+        for scheme in ("http://", "grpc://"):
             url = url.removeprefix(scheme)
         self.url = url
         self.protocol = protocol
