@@ -418,25 +418,11 @@ def test_follower_started_while_redis_is_down_becomes_ready_when_it_is_back(redi
 
 # -- two real service replicas on one real Redis ----------------------------------------------------------------
 class _Replica(ServiceProcess):
-    """The shared service process, with its log drained to a file (a full stderr pipe would block the service)."""
+    """A service process whose log goes to a known file (the base class writes it to a file, never a pipe)."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         super().__init__(env)
         self.log = log
-
-    def start(self, wait_ready: bool = True, timeout: float = 90.0) -> _Replica:
-        super().start(wait_ready, timeout)
-        assert self.proc is not None and self.proc.stderr is not None
-        stream = self.proc.stderr
-
-        def drain() -> None:
-            with self.log.open("ab") as out:
-                for line in stream:
-                    out.write(line)
-                    out.flush()
-
-        threading.Thread(target=drain, daemon=True).start()
-        return self
 
 
 class _Cluster:

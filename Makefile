@@ -1,0 +1,76 @@
+# AnyFace: `make serve` runs the service on its embedded defaults, `make test` runs the test suite.
+# Both create the virtualenv, install the project and fetch the pinned models when they are missing.
+
+comma := ,
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+EXTRAS ?= serve,dev,train,bench,load
+export ANYFACE_MODEL_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared/models),)
+export ANYFACE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.PHONY: serve test install models system-deps triton-venv lint bench bench-index load train export evaluate clean
+
+$(VENV)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip uv
+	$(UV) pip install --quiet --python $(PY) -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+models/manifest.json:
+	$(MAKE) install EXTRAS=$(EXTRAS)
+	$(PY) -m service.models fetch
+
+models: install
+	$(PY) -m service.models fetch
+
+serve:
+	$(MAKE) install EXTRAS=serve
+	$(MAKE) models EXTRAS=serve
+	$(PY) -m service
+
+# redis-server (store tests) and promtool (deployment checks) come from Debian packages
+system-deps:
+	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends redis-server prometheus \
+	    >/dev/null || echo "warning: could not install redis-server/prometheus; their tests will skip"; \
+	fi
+
+triton-venv: .venv-triton/bin/python
+.venv-triton/bin/python:
+	bash tests/triton/bootstrap.sh
+
+test: install system-deps triton-venv
+	$(PY) -m service.models fetch
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check service training bench tests deploy
+	$(VENV)/bin/mypy service bench
+
+bench: install
+	$(PY) -m service.models fetch
+	$(PY) -m bench.run
+
+bench-index: install
+	$(PY) -m bench.index
+
+load: install system-deps
+	$(PY) -m deploy.locust.run_load
+
+train: install
+	$(PY) -m service.models fetch
+	$(PY) -m training.distill
+
+export: install
+	$(PY) -m training.export
+
+evaluate: install
+	$(PY) -m training.evaluate
+
+clean:
+	rm -rf $(VENV) .venv-triton .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks and calibration (`make bench`): accuracy, thresholds and latency, written into docs/."""
