@@ -42,9 +42,9 @@ class DistillConfig:
 
     resolutions: list[int] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
     conv: str = "scan"  # "scan" or "plain"
-    steps: dict[int, int] = field(default_factory=lambda: {56: 120, 28: 300, 14: 450, 7: 450})
+    steps: dict[int, int] = field(default_factory=lambda: {56: 300, 28: 1200, 14: 1500, 7: 1500})
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 6e-3
     weight_decay: float = 5e-4
     feature_weight: float = 1.0
     embedding_weight: float = 1.0
@@ -55,5 +55,5 @@ class DistillConfig:
     seed: int = 0
     out: Path = Path("runs/btnet")
     checkpoint_every: int = 50
-    threads: int = 2
+    threads: int = 1  # 1 is much faster than 2 when the cores are shared (OpenMP oversubscription)
     log_every: int = 10

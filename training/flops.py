@@ -31,7 +31,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     def conv_hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         nonlocal total
         kh, kw = module.kernel_size  # type: ignore[misc]
-        per_out = (module.in_channels // module.groups) * kh * kw  # type: ignore[operator]
+        per_out = int((module.in_channels // module.groups) * kh * kw)  # type: ignore[operator]
         total += out.numel() * per_out
         if isinstance(module, ScanConv2d):
             # kernel synthesis: every k x k entry of every (out, in) slice is a 5 x 5 weighted sum
@@ -41,7 +41,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     def linear_hook(module: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         nonlocal total
-        total += out.numel() * module.in_features  # type: ignore[operator]
+        total += out.numel() * int(module.in_features)  # type: ignore[arg-type]
 
     handles = []
     for m in model.modules():

@@ -20,7 +20,7 @@ from training.layers.scan_conv import ScanConv2d
 
 def scan_to_conv(layer: ScanConv2d) -> nn.Conv2d:
     conv = nn.Conv2d(
-        layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,  # type: ignore[arg-type]
+        layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
         groups=layer.groups, bias=layer.bias is not None,
     )
     with torch.no_grad():

@@ -92,7 +92,7 @@ class ScanConv2d(nn.Module):
         """A SCAN conv computing exactly what `conv` computes (k = w, k_i = w - k_s, t = 1)."""
         k = conv.kernel_size[0]
         layer = cls(
-            conv.in_channels, conv.out_channels, k, conv.stride[0], int(conv.padding[0]),  # type: ignore[arg-type]
+            conv.in_channels, conv.out_channels, k, conv.stride[0], int(conv.padding[0]),
             conv.groups, conv.bias is not None, gamma, m,
         )
         with torch.no_grad():
