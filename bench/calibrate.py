@@ -41,7 +41,7 @@ similarity). Photos without a detected face: {missing}.
 | threshold | value | on pairsDevTrain | used by |
 |---|---|---|---|
 | `best_accuracy` | {thr:.4f} | accuracy {acc * 100:.2f}% | `/v1/verify` default |
-| `far_1e-3` | {far_thr:.4f} | TAR {tar * 100:.2f}% at FAR <= 0.1% (<= 1 of 1,100 impostor pairs) | `/v1/identify` default |
+| `far_1e-3` | {far_thr:.4f} | TAR {tar * 100:.2f}% at FAR <= 0.1% (<= 1 of 1,100 impostors) | `/v1/identify` default |
 
 Every answer of `/v1/verify` and `/v1/identify` carries the threshold it applied; a request may pass its own
 `threshold`, and `ANYFACE_VERIFY_THRESHOLD` / `ANYFACE_IDENTIFY_THRESHOLD` override the defaults for a deployment.

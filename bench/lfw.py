@@ -21,6 +21,7 @@ from service.imaging.align import align_face
 from service.imaging.decode import DecodeLimits, decode_image
 from service.models.manifest import load_manifest, sha256_of
 from service.models.registry import EMBEDDER_NAME
+from service.pipeline import prominence
 from service.settings import Settings
 
 CACHE = Path(".cache/anyface")
@@ -62,7 +63,7 @@ def read_pairs(path: Path) -> list[Pair]:
 
 
 class PipelineEmbedder:
-    """The service's pipeline without HTTP: the largest face of each photo, aligned at 112, embedded."""
+    """The service's pipeline without HTTP: the main face of each photo (`prominence`), aligned at 112, embedded."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -73,7 +74,7 @@ class PipelineEmbedder:
         self.limits = DecodeLimits(self.settings.max_image_bytes, self.settings.max_image_pixels, 16)
         entry = models[112][1]
         self.key = hashlib.sha256(
-            f"{self.settings.detector}|{self.settings.det_score_threshold}|{entry.sha256}|"
+            f"prominence|{self.settings.detector}|{self.settings.det_score_threshold}|{entry.sha256}|"
             f"{sha256_of(self.settings.model_dir / manifest.models[self.settings.detector].file)}".encode()
         ).hexdigest()[:16]
 
@@ -82,10 +83,12 @@ class PipelineEmbedder:
         faces = [f for f in self.detector.detect(image) if f.score >= self.settings.det_score_threshold]
         if not faces:
             return None
-        face = max(faces, key=lambda f: f.size)
+        face = max(faces, key=lambda f: prominence(f, image.shape[1], image.shape[0]))
         return align_face(image, face.landmarks, 112)
 
-    def embed_files(self, root: Path, names: Iterable[str], batch: int = 32, desc: str = "embedding") -> dict[str, np.ndarray]:
+    def embed_files(
+        self, root: Path, names: Iterable[str], batch: int = 32, desc: str = "embedding"
+    ) -> dict[str, np.ndarray]:
         """Embeddings by relative path; photos with no detected face are left out."""
         names = sorted(set(names))
         cache = CACHE / f"lfw-{self.key}.npz"

@@ -35,6 +35,16 @@ def stage(name: str) -> Iterator[None]:
         metrics.STAGE_LATENCY.labels(name).observe(time.perf_counter() - started)
 
 
+def prominence(face: DetectedFace, width: int, height: int) -> float:
+    """How much a face is "the" face of a photo: its box area inside the image, less twice the squared distance
+    of its centre from the image centre (InsightFace's ranking). A large face cut off at the border, typical of
+    bystanders, ranks below the centred subject."""
+    x1, y1, x2, y2 = (float(v) for v in face.box)
+    area = max(0.0, min(x2, width) - max(x1, 0.0)) * max(0.0, min(y2, height) - max(y1, 0.0))
+    dx, dy = (x1 + x2) / 2 - width / 2, (y1 + y2) / 2 - height / 2
+    return area - 2.0 * (dx * dx + dy * dy)
+
+
 @dataclass(frozen=True)
 class FaceFilter:
     """Which detections count as faces for a request."""
@@ -87,7 +97,7 @@ class FacePipeline:
         with stage("detect"):
             detections = self.detector.detect(image)
         kept = [f for f in detections if f.score >= flt.score_threshold and f.size >= flt.min_face_size]
-        kept.sort(key=lambda f: -f.size)  # largest first: "the face" of a photo is its largest one
+        kept.sort(key=lambda f: -prominence(f, image.shape[1], image.shape[0]))  # the main face first
         kept = kept[: flt.max_faces]
         faces = [AnalyzedFace(f, res, self.backend.model_name(res)) for f in kept for res in [self.route(f)]]
         crops: list[np.ndarray] = []

@@ -95,7 +95,7 @@ class ServiceProcess:
         raise TimeoutError(f"service on {self.url} not up after {timeout} s")
 
     def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, **{"timeout": 30.0, **kwargs})  # type: ignore[arg-type]
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, like a crash."""
