@@ -54,7 +54,7 @@ def _dlib_embeddings(root: Path, names: list[str]) -> dict[str, np.ndarray]:
         known[name] = emb if emb is not None else np.zeros(0, dtype=np.float32)
         if i % 500 == 499 or i == len(todo) - 1:
             CACHE.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, **known)
+            np.savez(cache, **known)  # type: ignore[arg-type]
     return {n: known[n] for n in names if n in known and known[n].size}
 
 

@@ -122,7 +122,7 @@ def plot(results: list[Latency], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     upper = max(r.pct(99.5) for r in results)
-    bins = np.linspace(0, upper, 60)
+    bins = np.linspace(0, upper, 60).tolist()
     for r in results:
         ax.hist(r.samples_ms, bins=bins, alpha=0.55, label=f"{r.name}: p50 {r.pct(50):.1f} ms, p99 {r.pct(99):.1f} ms")
     ax.set_xlabel("latency (ms), one request at a time, one worker, 2 CPU cores")

@@ -119,7 +119,7 @@ class PipelineEmbedder:
         flush()
         if todo:
             CACHE.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, **known)
+            np.savez(cache, **known)  # type: ignore[arg-type]
         return {n: known[n] for n in names if n in known}
 
 

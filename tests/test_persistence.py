@@ -83,7 +83,7 @@ def test_acknowledged_enrollments_survive_kill_9(model_dir: Path, lfw_dir: Path,
     with restarted.client() as client:
         info = client.get("/v1/galleries/crash").json()
         assert info["indexed_faces"] == info["faces"] >= len(acknowledged)
-        for subject_id, person in acknowledged:
+        for subject_id, _ in acknowledged:
             subject = client.get(f"/v1/galleries/crash/subjects/{subject_id}")
             assert subject.status_code == 200 and subject.json()["face_count"] == 1
         # and they are searchable: a second photo of an acknowledged person finds them

@@ -29,7 +29,8 @@ class ScrfdDetector(Detector):
     def _anchor_centers(self, height: int, width: int, stride: int) -> np.ndarray:
         key = (height, width, stride)
         if key not in self._centers:
-            grid = np.stack(np.mgrid[:height, :width][::-1], axis=-1).astype(np.float32)
+            ys, xs = np.mgrid[:height, :width]
+            grid = np.stack([xs, ys], axis=-1).astype(np.float32)
             centers = (grid * stride).reshape(-1, 2)
             self._centers[key] = np.repeat(centers, ANCHORS_PER_CELL, axis=0)
         return self._centers[key]

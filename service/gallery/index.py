@@ -119,7 +119,7 @@ class GalleryIndex:
                     ids, vectors = self._all_vectors()
                     self._rebuild(self._target_kind(len(ids)), ids, vectors)
             else:
-                self._index.remove_ids(np.array(present, dtype=np.int64))
+                self._index.remove_ids(np.array(present, dtype=np.int64))  # type: ignore[arg-type]
                 for face_id in present:
                     del self._subject_of[face_id]
             return len(present)

@@ -27,6 +27,7 @@ class DecodeLimits:
 
 
 def decode_image(data: bytes, limits: DecodeLimits, field: str = "image") -> np.ndarray:
+    image: Image.Image
     """Return an `H x W x 3` RGB uint8 array or raise a `ServiceError` naming the upload field."""
     if not data:
         raise EmptyImage(f"{field}: the upload is empty (0 bytes)")

@@ -1,8 +1,9 @@
 """Make the batch dimension of a fixed-batch ONNX embedder dynamic.
 
 The published MobileFaceNet graph ends in `Reshape(x, [1, 128])` and declares a `1 x 3 x 112 x 112` input. We
-rewrite the leading 1 of that shape constant to 0 (copy the input batch dimension), mark the first input and output dimension symbolic, and let ONNX
-Runtime run any batch. `tests/test_models.py` proves the result equals the original on real faces.
+rewrite the leading 1 of that shape constant to 0 (copy the input's batch dimension), mark the first input and
+output dimension symbolic, and let ONNX Runtime run any batch. `tests/test_models.py` proves the result equals
+the original on real faces.
 """
 
 from __future__ import annotations
