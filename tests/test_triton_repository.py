@@ -176,7 +176,7 @@ def trunk_entry(model_dir: Path) -> ModelEntry:
 
 def _entry_for(resolution: int, trunk: ModelEntry) -> ModelEntry:
     """The manifest entry of the branch if training wrote one, else the trunk's normalisation at r."""
-    entry = load_manifest(MODEL_DIR).models.get(f"btnet_r{resolution}")
+    entry = load_manifest(EXPORT_DIR).models.get(f"btnet_r{resolution}")
     if entry is not None:
         return entry
     return trunk.model_copy(update={"resolution": resolution, "input_size": (resolution, resolution)})
@@ -281,6 +281,7 @@ def test_service_backend_on_exported_repository(protocol: str, triton: TritonSer
     """End to end: the service's TritonBackend on the exported repository, against the embedded backend, for
     every embedder the manifest selects (`mobilefacenet` is itself an ensemble of trunk segments there)."""
     require_export()
+    model_dir = EXPORT_DIR  # the manifest the export registered its branches in (models/ unless overridden)
     embedders = select_embedders(load_manifest(model_dir), EMBEDDER_NAME, BRANCH_FAMILY, use_branches=True)
     missing = [name for name, _ in embedders.values() if not (EXPORTED / name / "config.pbtxt").exists()]
     assert not missing, f"manifest embedders the exported repository does not serve: {missing}"

@@ -20,4 +20,5 @@ fi
     "nvidia-pytriton==$PYTRITON_VERSION" "numpy<2" onnxruntime
 # self-check: binary, Python backend stub for this Python, shared libraries (prints the install, or fails)
 ANYFACE_TRITON_VENV="$VENV" "$VENV/bin/python" "$ROOT/tests/triton_server.py"
+touch "$VENV/.bootstrapped"  # a complete install (a make target can depend on this file)
 echo "triton venv ready: $VENV"
