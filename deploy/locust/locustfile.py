@@ -7,7 +7,8 @@ pre-filled with ANYFACE_LOAD_PREFILL (default 500) LFW identities (idempotent, s
 run searches a gallery of a known size. Probes: 80 % genuine (another image of an enrolled person), 20 %
 impostors (people not enrolled). Enrolment adds short-lived `load-…` subjects that each user deletes again
 (it keeps at most ANYFACE_LOAD_CHURN_KEEP of them, and removes the rest when it stops), so the gallery stays
-at its set size. Only the --host given to locust is contacted; every request has a timeout
+at its set size. ANYFACE_LOAD_SKIP_PREFILL=1 skips the pre-fill on test start (deploy/locust/run_load.py fills
+the gallery once, before its steps). Only the --host given to locust is contacted; every request has a timeout
 (ANYFACE_LOAD_TIMEOUT seconds, default 30).
 """
 
@@ -76,6 +77,8 @@ def _on_init(environment, **_kwargs):
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs):
     if isinstance(environment.runner, WorkerRunner) or not isinstance(environment.runner, (LocalRunner, MasterRunner)):
+        return
+    if os.environ.get("ANYFACE_LOAD_SKIP_PREFILL", "").strip().lower() in ("1", "true", "yes"):
         return
     if not environment.host:
         log.error("no --host given: nothing to pre-fill")
