@@ -47,7 +47,9 @@ def seed_everything(seed: int) -> None:
 def train_rows(max_images: int, seed: int) -> np.ndarray:
     """Crop-cache rows of the peopleDevTrain images (a seeded subset of at most `max_images`), sorted."""
     cache = load_cache()
-    names = [name for _person, name in people_images(lfw_dir() / "peopleDevTrain.txt")]
+    names = [name for _person, name in people_images(lfw_dir() / "peopleDevTrain.txt") if name in cache.index]
+    if not names:
+        raise SystemExit("the crop cache holds no peopleDevTrain image; run `python -m training.data.lfw_crops`")
     rows = cache.rows(names)
     if max_images and len(rows) > max_images:
         rows = np.random.default_rng(seed).choice(rows, size=max_images, replace=False)
@@ -198,7 +200,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
     d = DistillConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resolutions", type=int, nargs="+", default=d.resolutions)
-    p.add_argument("--steps", type=int, default=None, help="steps for every branch (default: per resolution)")
+    p.add_argument(
+        "--steps", type=int, nargs="+", default=None,
+        help="one number for every branch, or one per resolution (default: per resolution from the config)",
+    )
     p.add_argument("--conv", choices=["scan", "plain"], default=d.conv)
     p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -213,8 +218,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     a = p.parse_args(argv)
-    if a.steps is not None:
-        steps = {r: a.steps for r in a.resolutions}
+    if a.steps is not None and len(a.steps) == 1:
+        steps = {r: a.steps[0] for r in a.resolutions}
+    elif a.steps is not None:
+        if len(a.steps) != len(a.resolutions):
+            p.error("--steps takes one number or one per resolution")
+        steps = dict(zip(a.resolutions, a.steps, strict=True))
     else:
         steps = {r: d.steps.get(r, 300) for r in a.resolutions}
     cfg = DistillConfig(

@@ -57,7 +57,7 @@ def check_equal(model: torch.nn.Module, onnx_path: Path, resolution: int, seed: 
 
 def export_branch(net: BranchNet, out_dir: Path, name: str | None = None) -> tuple[Path, float]:
     r = net.resolution
-    fused = fuse_model(net)
+    fused = net.fuse()
     path = export_onnx(fused, out_dir / f"{name or f'btnet_r{r}'}.onnx", (3, r, r))
     diff = max(check_equal(fused, path, r), check_equal(net.eval(), path, r))
     if diff > TOLERANCE:

@@ -15,6 +15,7 @@ import copy
 import torch
 from torch import nn
 
+from training.layers.fuse import fuse_model
 from training.layers.scan_conv import convert_to_scan
 from training.models.mobilefacenet import MobileFaceNet, implant_unit, unit_name
 
@@ -66,6 +67,17 @@ class BranchNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_tail(self.forward_features(x))
+
+    def fuse(self) -> BranchNet:
+        """The inference form: an eval-mode copy whose branch has every SCAN conv collapsed to one `nn.Conv2d`
+        and its BatchNorm folded. The frozen trunk tail is left as it is (the ONNX exporter folds its BN), so the
+        fused and unfused paths differ only by the branch's rounding."""
+        fused = copy.deepcopy(self)
+        fused.branch = fuse_model(self.branch)  # type: ignore[assignment]
+        fused.eval()
+        for p in fused.parameters():
+            p.requires_grad_(False)
+        return fused
 
 
 class TrunkSegment(nn.Module):

@@ -1,0 +1,55 @@
+"""Helpers for the `tests/test_training_*.py` files: locate LFW and the models, or skip with the reason."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from training.config import lfw_dir, model_dir, trunk_weights
+
+# a handful of LFW images from different people (all in peopleDevTrain or pairs.txt)
+SAMPLE_IMAGES = [
+    "Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
+    "Abdullah_Gul/Abdullah_Gul_0001.jpg",
+    "Abdullah_Gul/Abdullah_Gul_0002.jpg",
+    "Alejandro_Toledo/Alejandro_Toledo_0001.jpg",
+    "Ann_Veneman/Ann_Veneman_0001.jpg",
+    "Colin_Powell/Colin_Powell_0001.jpg",
+]
+
+
+def missing_models() -> str | None:
+    need = [trunk_weights(), model_dir() / "face_detection_yunet_2023mar.onnx"]
+    absent = [str(p) for p in need if not p.exists()]
+    return f"model files absent ({', '.join(absent)}): run `python -m service.models fetch`" if absent else None
+
+
+def missing_lfw() -> str | None:
+    root = lfw_dir() / "images_deepfunneled"
+    if not root.exists():
+        return f"LFW not found at {root}: set ANYFACE_DATA_DIR to the folder that holds lfw/"
+    return None
+
+
+@lru_cache(maxsize=1)
+def real_faces() -> np.ndarray:
+    """The sample images detected and aligned by the service's detector and aligner (uint8, N x 112 x 112 x 3)."""
+    from training.data.lfw_crops import align_images
+
+    return align_images([n for n in SAMPLE_IMAGES if (lfw_dir() / "images_deepfunneled" / n).exists()])
+
+
+def face_batch(resolution: int = 112) -> np.ndarray:
+    from training.data.degrade import downsample, normalise
+
+    return normalise(np.stack([downsample(c, resolution) for c in real_faces()]))
+
+
+def onnx_trunk() -> Path | None:
+    """The published single-image MobileFaceNet ONNX (the reference for the PyTorch trunk)."""
+    for name in ("mobilefacenet.onnx", "mobilefacenet_dynamic.onnx"):
+        if (model_dir() / name).exists():
+            return model_dir() / name
+    return None
