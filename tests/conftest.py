@@ -65,7 +65,28 @@ def people_with_photos(lfw: Path, minimum: int, limit: int, split: str = "people
     return people
 
 
-class ServiceProcess:
+class ManagedProcess:
+    """A server subprocess the tests start and must always stop."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, like a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class ServiceProcess(ManagedProcess):
     """`python -m service` as a real subprocess on a free loopback port."""
 
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
@@ -96,20 +117,6 @@ class ServiceProcess:
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, **{"timeout": 30.0, **kwargs})  # type: ignore[arg-type]
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, like a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

@@ -27,13 +27,13 @@ from service.gallery.manager import GalleryManager
 from service.gallery.redis_store import RedisStore
 from service.gallery.sqlite_store import SqliteStore
 from service.gallery.store import FeedTruncated, GalleryStore, NewFace, StoreUnavailable
-from tests.conftest import ServiceProcess, free_port, lfw_photo, people_with_photos
+from tests.conftest import ManagedProcess, ServiceProcess, free_port, lfw_photo, people_with_photos
 
 DIM = 8
 
 
 # -- a real redis-server ---------------------------------------------------------------------------------------
-class _RedisServer:
+class _RedisServer(ManagedProcess):
     """`redis-server` on a free loopback port, AOF on with fsync on every write, data in `directory`."""
 
     def __init__(self, binary: str, directory: Path) -> None:
@@ -64,20 +64,6 @@ class _RedisServer:
             except redis.exceptions.ConnectionError:  # not listening yet, or still loading the AOF
                 time.sleep(0.05)
         raise TimeoutError(f"redis-server on port {self.port} not up after {timeout} s")
-
-    def kill(self) -> None:
-        """SIGKILL, like a crash: only what is already in the AOF survives."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="session")

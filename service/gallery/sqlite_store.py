@@ -176,12 +176,7 @@ class SqliteStore(GalleryStore):
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (gallery, subject_id, name, json.dumps(metadata or {}), now, now),
             )
-            if name is not None:
-                db.execute("UPDATE subjects SET name = ?, updated_at = ? WHERE gallery = ? AND subject_id = ?",
-                           (name, now, gallery, subject_id))
-            if metadata is not None:
-                db.execute("UPDATE subjects SET metadata = ?, updated_at = ? WHERE gallery = ? AND subject_id = ?",
-                           (json.dumps(metadata), now, gallery, subject_id))
+            self._set_fields(db, gallery, subject_id, name, metadata, now)
             for face in faces:
                 box = json.dumps([round(float(v), 2) for v in face.box]) if face.box is not None else None
                 blob = np.asarray(face.embedding, dtype=np.float32).tobytes()
@@ -198,6 +193,17 @@ class SqliteStore(GalleryStore):
             subject = self._get_subject(db, gallery, subject_id, with_faces=False)
         assert subject is not None
         return subject, records
+
+    @staticmethod
+    def _set_fields(db: sqlite3.Connection, gallery: str, subject_id: str, name: str | None,
+                    metadata: dict[str, Any] | None, now: float) -> None:
+        """Update the name and/or metadata that are given (None leaves a field as it is)."""
+        if name is not None:
+            db.execute("UPDATE subjects SET name = ?, updated_at = ? WHERE gallery = ? AND subject_id = ?",
+                       (name, now, gallery, subject_id))
+        if metadata is not None:
+            db.execute("UPDATE subjects SET metadata = ?, updated_at = ? WHERE gallery = ? AND subject_id = ?",
+                       (json.dumps(metadata), now, gallery, subject_id))
 
     def _get_subject(self, db: sqlite3.Connection, gallery: str, subject_id: str, with_faces: bool) -> Subject | None:
         row = db.execute(
@@ -237,12 +243,7 @@ class SqliteStore(GalleryStore):
     ) -> Subject | None:
         now = time.time()
         with self._txn() as db:
-            if name is not None:
-                db.execute("UPDATE subjects SET name = ?, updated_at = ? WHERE gallery = ? AND subject_id = ?",
-                           (name, now, gallery, subject_id))
-            if metadata is not None:
-                db.execute("UPDATE subjects SET metadata = ?, updated_at = ? WHERE gallery = ? AND subject_id = ?",
-                           (json.dumps(metadata), now, gallery, subject_id))
+            self._set_fields(db, gallery, subject_id, name, metadata, now)
             return self._get_subject(db, gallery, subject_id, with_faces=True)
 
     def delete_subject(self, gallery: str, subject_id: str) -> list[int] | None:
