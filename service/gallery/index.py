@@ -1,8 +1,11 @@
 """The FAISS index of one gallery: inner-product search over unit-norm embeddings, keyed by face id.
 
 Kinds: `flat` (exact, the default), `hnsw` (graph, approximate, deletions by tombstone and periodic rebuild),
-`ivfpq` (compressed; trained once the gallery holds enough faces, exact flat search until then) and `auto`
-(exact up to a size, then HNSW). Every method is thread-safe.
+`ivfpq` (inverted lists of PQ codes, trained once the gallery holds enough faces, exact flat search until then;
+by default the PQ candidates are re-ranked with the exact vectors, `IndexRefineFlat`, which is what brings
+recall@1 to 0.99 on face embeddings, see docs/index.md) and `auto` (exact up to a size, then HNSW).
+A flat index goes to the GPU(s) when FAISS has GPU support and `IndexParams.gpu` allows it.
+Every method is thread-safe.
 """
 
 from __future__ import annotations
@@ -14,6 +17,16 @@ import faiss
 import numpy as np
 
 MIN_TRAIN_PER_LIST = 39  # FAISS wants ~39 training points per IVF list
+# Exact search of a batch of at least this many queries goes through BLAS (sgemm) rather than FAISS's SIMD loop;
+# set here deliberately (it is FAISS's default, 20): bench.index measured no gain from moving it (docs/index.md).
+BLAS_THRESHOLD = 20
+faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use: 0 with the faiss-cpu package (the default install)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,8 @@ class IndexParams:
     ivf_nlist: int = 1024
     ivf_nprobe: int = 32
     pq_m: int = 32
+    pq_refine: int = 8  # re-rank k * pq_refine PQ candidates with the exact vectors; 0: PQ codes only
+    gpu: bool = True  # flat indexes on the GPU(s) when FAISS has GPU support
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ class GalleryIndex:
         self._tombstones: set[int] = set()
         self._index = self._flat()
         self.kind = "flat"
+        self._gpu_index: faiss.Index | None = None  # GPU copy of a flat index, made on first search
 
     # -- construction ---------------------------------------------------------------------------------------
     def _flat(self) -> faiss.Index:
@@ -61,7 +77,11 @@ class GalleryIndex:
         index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.params.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
         index.train(vectors)
         index.nprobe = min(self.params.ivf_nprobe, nlist)
-        return index
+        if not self.params.pq_refine:
+            return index
+        refine = faiss.IndexRefineFlat(index)  # keeps the exact vectors: re-ranking, and rebuilds from itself
+        refine.k_factor = float(self.params.pq_refine)
+        return faiss.IndexIDMap2(refine)
 
     def _target_kind(self, size: int) -> str:
         kind = self.params.kind
@@ -71,10 +91,15 @@ class GalleryIndex:
             return "flat"  # too few faces to train the quantisers: stay exact until there are enough
         return kind
 
+    @property
+    def _uses_tombstones(self) -> bool:
+        """HNSW and the re-ranked IVF-PQ (`IndexRefineFlat`) cannot delete: ids are hidden, then rebuilt."""
+        return self.kind == "hnsw" or (self.kind == "ivfpq" and bool(self.params.pq_refine))
+
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         ids = np.array([i for i in self._subject_of if i not in self._tombstones], dtype=np.int64)
-        if self.kind == "ivfpq":
-            raise RuntimeError("an IVF-PQ index cannot be rebuilt from itself")
+        if self.kind == "ivfpq" and not self.params.pq_refine:
+            raise RuntimeError("an IVF-PQ index without exact vectors cannot be rebuilt from itself")
         vectors = np.vstack([self._index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
         return ids, vectors.astype(np.float32)
 
@@ -86,6 +111,7 @@ class GalleryIndex:
             self._subject_of.pop(face_id, None)
         self._tombstones.clear()
         self._index, self.kind = index, kind
+        self._gpu_index = None
 
     # -- updates --------------------------------------------------------------------------------------------
     def add(self, face_ids: list[int], subject_ids: list[str], vectors: np.ndarray) -> int:
@@ -104,6 +130,8 @@ class GalleryIndex:
                 self._rebuild(target, np.concatenate([old_ids, ids]), np.vstack([old_vecs, vecs]))
                 return len(ids)
             self._index.add_with_ids(vecs, ids)
+            if self._gpu_index is not None:
+                self._gpu_index.add_with_ids(vecs, ids)
             for i in fresh:
                 self._subject_of[face_ids[i]] = subject_ids[i]
             return len(ids)
@@ -113,13 +141,14 @@ class GalleryIndex:
             present = [f for f in face_ids if f in self._subject_of and f not in self._tombstones]
             if not present:
                 return 0
-            if self.kind == "hnsw":  # HNSW cannot delete: hide the ids and rebuild once enough are hidden
+            if self._uses_tombstones:  # cannot delete: hide the ids and rebuild once enough are hidden
                 self._tombstones.update(present)
                 if len(self._tombstones) > 0.1 * len(self._subject_of):
                     ids, vectors = self._all_vectors()
                     self._rebuild(self._target_kind(len(ids)), ids, vectors)
             else:
                 self._index.remove_ids(np.array(present, dtype=np.int64))  # type: ignore[arg-type]
+                self._gpu_index = None  # copied again on the next search
                 for face_id in present:
                     del self._subject_of[face_id]
             return len(present)
@@ -138,13 +167,22 @@ class GalleryIndex:
             total = len(self)
             if total == 0:
                 return [[] for _ in range(len(queries))]
+            index = self._searchable()
             k = min(total + len(self._tombstones), max(4 * top_k, 16))
             while True:
-                sims, ids = self._index.search(queries, k)
+                sims, ids = index.search(queries, k)
                 results = [self._best_per_subject(s, i, top_k) for s, i in zip(sims, ids, strict=True)]
                 if all(len(r) >= top_k for r in results) or k >= total + len(self._tombstones):
                     return results
                 k = min(total + len(self._tombstones), k * 4)
+
+    def _searchable(self) -> faiss.Index:
+        """The index to search: a GPU copy of a flat index where there is a GPU (not exercised on CPU hosts)."""
+        if self.kind != "flat" or not self.params.gpu or gpu_count() == 0:
+            return self._index
+        if self._gpu_index is None:
+            self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+        return self._gpu_index
 
     def _best_per_subject(self, sims: np.ndarray, ids: np.ndarray, top_k: int) -> list[Hit]:
         hits: list[Hit] = []

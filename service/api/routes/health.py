@@ -7,6 +7,7 @@ import os
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from service import metrics
 from service.gallery.manager import ensure_store_available
@@ -25,7 +26,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks = {"models": ctx is not None}
     if ctx is not None:
         checks["embedding_backend"] = ctx.backend.ready()
-        checks["store"] = ensure_store_available(ctx.gallery.store)
+        checks["store"] = await run_in_threadpool(ensure_store_available, ctx.gallery.store)
         checks["gallery_index"] = ctx.gallery.ready
     ready = all(checks.values())
     metrics.READY.set(1 if ready else 0)

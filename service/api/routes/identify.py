@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from service import metrics
 from service.api.auth import authorize
 from service.api.params import GALLERY_PATTERN, read_upload
 from service.api.schemas import Candidate, FaceOut, IdentifiedFace, IdentifyResponse
 from service.errors import GalleryNotFound, InvalidParameter, NoFace
+from service.gallery.index import Hit
 from service.pipeline import stage
 
 router = APIRouter(tags=["faces"])
@@ -31,7 +33,7 @@ async def identify(
     ctx = request.app.state.ctx
     if top_k > ctx.settings.max_top_k:
         raise InvalidParameter(f"top_k: at most {ctx.settings.max_top_k}")
-    if not ctx.gallery.has_gallery(gallery):
+    if not await run_in_threadpool(ctx.gallery.has_gallery, gallery):
         raise GalleryNotFound(f"gallery {gallery!r} does not exist")
     thr = ctx.thresholds.identify if threshold is None else threshold
     data = await read_upload(image, ctx.settings.max_image_bytes, "image")
@@ -41,10 +43,15 @@ async def identify(
     if not result.faces:
         raise NoFace("image: no face found in the image")
     faces = result.faces if all_faces else result.faces[:1]
-    with stage("search"):
-        hits = ctx.gallery.search(gallery, np.stack([f.embedding for f in faces]), top_k)
-        kept = [[h for h in face_hits if h.similarity >= thr] for face_hits in hits]
-        names = ctx.gallery.store.subject_names(gallery, sorted({h.subject_id for hs in kept for h in hs}))
+
+    def search() -> tuple[list[list[Hit]], dict[str, str | None]]:
+        with stage("search"):
+            hits = ctx.gallery.search(gallery, np.stack([f.embedding for f in faces]), top_k)
+            kept = [[h for h in face_hits if h.similarity >= thr] for face_hits in hits]
+            names = ctx.gallery.store.subject_names(gallery, sorted({h.subject_id for hs in kept for h in hs}))
+        return kept, names
+
+    kept, names = await run_in_threadpool(search)
     return IdentifyResponse(
         gallery=gallery, threshold=thr, top_k=top_k,
         faces=[

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from service import metrics
 from service.api.auth import authorize
@@ -50,18 +51,23 @@ async def verify(
     if image is None or gallery is None or subject_id is None:
         raise InvalidParameter("send image_a and image_b, or image with gallery and subject_id", code="missing_field")
     authorize(request, gallery, write=False)
-    subject = ctx.gallery.store.get_subject(gallery, subject_id, with_faces=False)
+    store = ctx.gallery.store
+    subject = await run_in_threadpool(store.get_subject, gallery, subject_id, False)
     if subject is None:
-        if ctx.gallery.store.get_gallery(gallery) is None:
+        if await run_in_threadpool(store.get_gallery, gallery) is None:
             raise GalleryNotFound(f"gallery {gallery!r} does not exist")
         raise SubjectNotFound(f"subject {subject_id!r} does not exist in gallery {gallery!r}")
     data = await read_upload(image, limit, "image")
     probe = await ctx.pipeline.analyze(data, "image", flt)
     metrics.FACES_PER_REQUEST.labels("verify").observe(len(probe.faces))
     face = probe.largest("image")
-    with stage("search"):
-        enrolled = ctx.gallery.store.subject_embeddings(gallery, subject_id)
-        similarity = float((enrolled @ face.embedding).max()) if len(enrolled) else -1.0
+
+    def compare() -> float:
+        with stage("search"):
+            enrolled = store.subject_embeddings(gallery, subject_id)
+            return float((enrolled @ face.embedding).max()) if len(enrolled) else -1.0
+
+    similarity = await run_in_threadpool(compare)
     return VerifyResponse(similarity=round(similarity, 6), threshold=thr, match=similarity >= thr,
                           face_a=FaceOut.of(face), subject=SubjectRef(gallery=gallery, subject_id=subject_id,
                                                                       name=subject.name))
