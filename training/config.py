@@ -42,7 +42,7 @@ class DistillConfig:
 
     resolutions: list[int] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
     conv: str = "scan"  # "scan" or "plain"
-    steps: dict[int, int] = field(default_factory=lambda: {56: 300, 28: 900, 14: 1200, 7: 1200})
+    steps: dict[int, int] = field(default_factory=lambda: {56: 300, 28: 600, 14: 800, 7: 800})
     batch_size: int = 32
     lr: float = 6e-3
     weight_decay: float = 5e-4

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import platform
 import statistics
@@ -35,6 +36,7 @@ import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
+from service.models.manifest import sha256_of
 from training.config import lfw_dir, model_dir, trunk_weights
 from training.data.degrade import downsample, normalise, upsample
 from training.data.lfw_crops import CropCache, load_cache, people_images, read_pairs, read_people
@@ -55,11 +57,26 @@ BATCH = 64
 Embedder = Callable[[np.ndarray], np.ndarray]  # uint8 N x 112 x 112 x 3 crops -> N x 128
 
 
-def _embed(crops: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], desc: str) -> np.ndarray:
+EMB_CACHE: list[Path] = []  # set by main(): embeddings are kept per (model file, images) under the work folder
+
+
+def _embed(
+    crops: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], desc: str, key: tuple[str, ...] = ()
+) -> np.ndarray:
+    """Embed crops in batches; with a key (model checksum, image names), reuse an earlier run's result."""
+    path = None
+    if key and EMB_CACHE:
+        digest = hashlib.sha256("|".join((desc, *key)).encode()).hexdigest()[:20]
+        path = EMB_CACHE[0] / f"emb_{digest}.npy"
+        if path.exists():
+            return np.load(path)
     out = []
     for i in tqdm(range(0, len(crops), BATCH), desc=desc, unit="batch", leave=False):
         out.append(fn(np.asarray(crops[i : i + BATCH])))
-    return np.concatenate(out)
+    result = np.concatenate(out)
+    if path is not None:
+        np.save(path, result)
+    return result
 
 
 class Systems:
@@ -68,6 +85,7 @@ class Systems:
     def __init__(self, trunk_onnx: Path, branch_onnx: dict[int, Path], threads: int) -> None:
         self.trunk = session(trunk_onnx, threads)
         self.branch = {r: session(p, threads) for r, p in branch_onnx.items()}
+        self.tag = {"trunk": sha256_of(trunk_onnx)} | {f"btnet{r}": sha256_of(p) for r, p in branch_onnx.items()}
 
     def hr(self, crops: np.ndarray) -> np.ndarray:
         return run(self.trunk, normalise(crops))
@@ -100,12 +118,17 @@ def lfw_verification(
     fold_ids = np.array([k for *_x, k in pairs])
     resolutions = sorted({r for pair in PAIRS for r in pair}, reverse=True)
     emb: dict[tuple[str, int], np.ndarray] = {}
+    names_key = hashlib.sha256("\n".join(names).encode()).hexdigest()
     for r in resolutions:
-        emb[("baseline", r)] = l2n(_embed(crops, systems.baseline(r), f"LFW baseline r={r}"))
+        key = (systems.tag["trunk"], names_key)
+        emb[("baseline", r)] = l2n(_embed(crops, systems.baseline(r), f"LFW baseline r={r}", key))
+        if ("btnet" + str(r)) not in systems.tag and r != 112:
+            continue
         if r == 112:
             emb[("btnet", r)] = emb[("baseline", r)]
         else:
-            emb[("btnet", r)] = l2n(_embed(crops, systems.btnet(r), f"LFW btnet r={r}"))
+            key = (systems.tag[f"btnet{r}"], names_key)
+            emb[("btnet", r)] = l2n(_embed(crops, systems.btnet(r), f"LFW btnet r={r}", key))
     for r in ablation:
         emb[("plain", r)] = l2n(_embed(crops, systems.btnet(r, ablation), f"LFW plain r={r}"))
     results: dict[str, Any] = {}
@@ -121,12 +144,12 @@ def lfw_verification(
                 continue
             scores = np.sum(emb[ka][ia] * emb[kb][ib], axis=1)
             mean, std = kfold_accuracy(scores, same, fold_ids)
-            key = f"{system}/{ra}&{rb}"
-            results[key] = {
+            label = f"{system}/{ra}&{rb}"
+            results[label] = {
                 "accuracy": mean, "std": std, "auc": auc(scores, same),
                 "tar@far=1e-2": tar_at_far(scores, same, 1e-2), "tar@far=1e-3": tar_at_far(scores, same, 1e-3),
             }
-            curves[key] = roc(scores, same)
+            curves[label] = roc(scores, same)
     return results, curves
 
 
@@ -144,13 +167,20 @@ def identification(cache: CropCache, systems: Systems) -> dict[str, Any]:
     mated = np.array([p in enrolled for p, _n in probes])
     g_crops = np.asarray(cache.crops[cache.rows([n for _p, n in gallery_names])])
     p_crops = np.asarray(cache.crops[cache.rows([n for _p, n in probes])])
-    gallery = _embed(g_crops, systems.hr, "gallery 112")
+    g_key = hashlib.sha256("\n".join(n for _p, n in gallery_names).encode()).hexdigest()
+    p_key = hashlib.sha256("\n".join(n for _p, n in probes).encode()).hexdigest()
+    gallery = _embed(g_crops, systems.hr, "gallery 112", (systems.tag["trunk"], g_key))
     out: dict[str, Any] = {
         "gallery": len(gallery_names), "mated_probes": int(mated.sum()), "non_mated_probes": int((~mated).sum()),
     }
     for r in ID_RESOLUTIONS:
-        for system, fn in (("baseline", systems.baseline(r)), ("btnet", systems.btnet(r))):
-            probes_emb = _embed(p_crops, fn, f"probes {system} r={r}")
+        base = _embed(p_crops, systems.baseline(r), f"probes baseline r={r}", (systems.tag["trunk"], p_key))
+        out[f"baseline/{r}"] = open_set(gallery, g_ids, base, p_ids, mated)
+        if r not in systems.branch:
+            continue
+        for system, fn in (("btnet", systems.btnet(r)),):
+            key = (systems.tag[f"btnet{r}"], p_key)
+            probes_emb = _embed(p_crops, fn, f"probes {system} r={r}", key)
             out[f"{system}/{r}"] = open_set(gallery, g_ids, probes_emb, p_ids, mated)
     return out
 
@@ -417,14 +447,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=60, help="latency rounds at batch 1 (batch 16: a quarter)")
     p.add_argument("--ablation-note", default="")
+    p.add_argument(
+        "--baseline-only", action="store_true",
+        help="only compute and cache the upsample-then-trunk embeddings (they need no trained branch), then stop",
+    )
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     a.work.mkdir(parents=True, exist_ok=True)
+    EMB_CACHE[:] = [a.work]
     models = a.models or model_dir()
     trunk = load_trunk(trunk_weights())
     cache = load_cache()
     branches = {}
-    for bp in sorted(a.run.glob("r*/branch.pt")):
+    for bp in [] if a.baseline_only else sorted(a.run.glob("r*/branch.pt")):
         net = load_branch(trunk, bp)
         branches[net.resolution] = net
     branch_onnx = {}
@@ -445,6 +480,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     verification, curves = lfw_verification(cache, systems, ablation_sessions)
     ident = identification(cache, systems)
+    if a.baseline_only:
+        print(f"baseline embeddings cached under {a.work} ({time.perf_counter() - t0:.0f} s)")
+        return
     costs = cost(trunk, systems, branches, cache, a.rounds)
     speed = scan_speed(trunk, branches, plain, a.work, a.rounds, a.threads)
     a.png.parent.mkdir(parents=True, exist_ok=True)
