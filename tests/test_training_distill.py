@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch", reason="training needs PyTorch: pip install .[train]")
+torch.set_num_threads(1)  # shared CI / dev CPUs: one thread is faster than oversubscribed OpenMP
 
 from training import distill  # noqa: E402
 from training.data.degrade import DegradeConfig, degrade  # noqa: E402

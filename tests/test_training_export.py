@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="training needs PyTorch: pip install .[train]")
+torch.set_num_threads(1)  # shared CI / dev CPUs: one thread is faster than oversubscribed OpenMP
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="training needs PyTorch: pip install .[train]")
+torch.set_num_threads(1)  # shared CI / dev CPUs: one thread is faster than oversubscribed OpenMP
 
 from training.flops import count_macs, count_params  # noqa: E402
 from training.layers.fuse import fuse_model  # noqa: E402
