@@ -534,6 +534,36 @@ def plot(steps: list[Step], path: Path) -> None:
     plt.close(fig)
 
 
+def earlier_runs(ctx: dict) -> list[str]:
+    """One table row per earlier results.json under runs/load/ (not the current run)."""
+    rows = []
+    for path in sorted((ROOT / "runs" / "load").glob("*/results.json")):
+        if os.path.relpath(path.parent, ROOT) == ctx["out_dir"]:
+            continue
+        try:
+            d = json.loads(path.read_text())
+            steps = [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in d["steps"]]
+            probes = [ProbeResult(**{k: v for k, v in p.items() if k in ProbeResult.__dataclass_fields__})
+                      for p in d["probes"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not steps:
+            continue
+        sat = saturation(steps, d["ctx"].get("min_gain", 0.5))
+        ok = [s for s in steps if s.n_failures == 0 and (sat is None or steps.index(s) < max(sat, 1))]
+        rep = max(ok, key=lambda s: s.users) if ok else None
+        rep_s = (f"{rep.users} users, {rep.rps:.1f} RPS, p95 {_fmt(rep.total.get('p95'))} ms, 0 failures"
+                 if rep else "–")
+        ds = [p.delay_ms for p in assessed_probes(steps, sat, probes) if p.delay_ms is not None]
+        prop = f"{statistics.median(ds):.0f} / {max(ds):.0f}" if ds else "–"
+        others = [x["other_cpu"] for x in d.get("samples", []) if x.get("users")]
+        other = f"{statistics.mean(others):.0f} %" if others else "–"
+        rows.append(f"| {path.parent.name} | {d['ctx'].get('prefill')} | {d['ctx'].get('load_before')} | {other} | "
+                    f"{', '.join(str(s.users) for s in steps)} | {rep_s} | "
+                    f"{steps[sat].users if sat is not None else 'none'} | {prop} |")
+    return rows
+
+
 def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, probes: list[ProbeResult],
                  samples: list[dict], plot_path: Path | None) -> None:
     m = ctx["machine"]
@@ -706,6 +736,14 @@ def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, prob
           "`python -m deploy.locust.run_load` with its defaults; `--help` lists the flags (`--prefill`, `--users`, "
           "`--step-time`, `--workers`, …). The run takes about (steps × (step time + 15 s)) plus the pre-fill "
           "(about a minute for 1,000 identities on two cores) and needs LFW under `$ANYFACE_DATA_DIR`.", ""]
+    history = earlier_runs(ctx)
+    if history:
+        L += ["## Earlier runs of this checkout", "",
+              "The same load test run earlier (raw results under `runs/load/`). On a shared machine the "
+              "capacity moves with what else runs: compare the background load.", "",
+              "| run | gallery | load avg before | other CPU (mean) | steps (users) | reported load | saturation at | "
+              "propagation up to the capacity: median / max ms |",
+              "|---|---:|---|---:|---|---|---:|---|", *history, ""]
     if ctx.get("notes"):
         L += ["## Notes", ""] + [f"- {n}" for n in ctx["notes"]] + [""]
     path.write_text("\n".join(L))
@@ -739,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefill", type=int, default=1000, help="LFW identities in the gallery (default 1000)")
     ap.add_argument("--gallery", default="loadtest")
-    ap.add_argument("--users", default="1,2,4,8,16,24,32,48,64", help="user steps, comma-separated")
+    ap.add_argument("--users", default="1,2,4,8,16,32,48,64,96,128,192", help="user steps, comma-separated")
     ap.add_argument("--step-time", type=int, default=40, help="seconds per step (default 40)")
     ap.add_argument("--min-gain", type=float, default=0.5,
                     help="saturated when RPS grows by less than this share of the users' growth (default 0.5)")
@@ -770,7 +808,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("MAKELEVEL"):
         command = "make load" + (f"  # = {command}" if argv or sys.argv[1:] else "")
 
-    redis_proc = service = None
+    redis_proc = service = locust_proc = None
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # run the clean-up below also on SIGTERM
+
+    signal.signal(signal.SIGTERM, _terminate)
     tmp = Path(tempfile.mkdtemp(prefix="anyface-load-"))
     steps: list[Step] = []
     probe = monitor = None
@@ -820,9 +863,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"the service exited with {service.returncode}")
             log.info("step: %d users for %d s", users, args.step_time)
             monitor.step_users = probe.step_users = users
-            step, proc = run_step(users, args.step_time, host, locust_env, out_dir)
-            monitor.locust_pid = proc.pid
-            finish_step(step, proc, out_dir, args.step_time + 60)
+            step, locust_proc = run_step(users, args.step_time, host, locust_env, out_dir)
+            monitor.locust_pid = locust_proc.pid
+            finish_step(step, locust_proc, out_dir, args.step_time + 60)
             monitor.locust_pid = None
             monitor.step_users = probe.step_users = 0
             steps.append(step)
@@ -881,6 +924,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in (probe, monitor):
             if t is not None:
                 t.stop_event.set()
+        stop_process(locust_proc, "locust", grace=5)
         stop_process(service, "service")
         stop_process(redis_proc, "redis-server")
         shutil.rmtree(tmp, ignore_errors=True)
