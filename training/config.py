@@ -51,6 +51,8 @@ class DistillConfig:
     embedding_loss: str = "cosine"  # "cosine" or "mse"
     scale_weight: float = 0.01
     scale_lambda: float = 1.0
+    blur_prob: float = 0.5
+    jpeg_prob: float = 0.4
     max_train_images: int = 6000
     seed: int = 0
     out: Path = Path("runs/btnet")

@@ -105,7 +105,7 @@ def train_branch(
     set_scale_loss(net, cfg.conv == "scan" and cfg.scale_weight > 0, cfg.scale_lambda)
     opt = make_optimizer(net, cfg)
     rng = np.random.default_rng(cfg.seed * 1000 + resolution)
-    degrade_cfg = DegradeConfig()
+    degrade_cfg = DegradeConfig(blur_prob=cfg.blur_prob, jpeg_prob=cfg.jpeg_prob)
     start = 0
     elapsed = 0.0
     ckpt_path = out / "checkpoint.pt"
@@ -212,6 +212,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
     p.add_argument("--feature-weight", type=float, default=d.feature_weight)
     p.add_argument("--embedding-weight", type=float, default=d.embedding_weight)
     p.add_argument("--scale-weight", type=float, default=d.scale_weight)
+    p.add_argument("--blur-prob", type=float, default=d.blur_prob, help="probability of a random Gaussian blur")
+    p.add_argument("--jpeg-prob", type=float, default=d.jpeg_prob, help="probability of JPEG re-encoding")
     p.add_argument("--max-train-images", type=int, default=d.max_train_images)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
@@ -229,7 +231,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
     cfg = DistillConfig(
         resolutions=a.resolutions, conv=a.conv, steps=steps, batch_size=a.batch_size, lr=a.lr,
         weight_decay=d.weight_decay, feature_weight=a.feature_weight, embedding_weight=a.embedding_weight,
-        embedding_loss=a.embedding_loss, scale_weight=a.scale_weight, max_train_images=a.max_train_images,
+        embedding_loss=a.embedding_loss, scale_weight=a.scale_weight,
+        blur_prob=a.blur_prob, jpeg_prob=a.jpeg_prob, max_train_images=a.max_train_images,
         seed=a.seed, out=a.out, checkpoint_every=a.checkpoint_every, threads=a.threads,
     )
     return cfg, a.resume
