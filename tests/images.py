@@ -31,12 +31,11 @@ def blank(width: int = 200, height: int = 200, value: int = 128) -> bytes:
 
 
 def tiny_face_scene(path: Path, face_px: float, canvas: int = 160) -> tuple[bytes, float]:
-    """The LFW photo downscaled (area) so that its face is about `face_px` wide, pasted on a grey canvas.
-
-    Returns the JPEG-free PNG bytes and the scale factor applied to the photo.
+    """The LFW photo downscaled (area) so that its face box is about `face_px` on its larger side, pasted on a
+    grey canvas. Returns lossless PNG bytes and the scale factor applied to the photo.
     """
     photo = Image.open(path).convert("RGB")
-    scale = face_px / 100.0  # deep-funneled LFW faces are about 100 px wide in the 250 px photo
+    scale = face_px / 125.0  # the detector's box of a deep-funneled LFW face is about 125 px tall in 250 px
     small = photo.resize((max(1, round(photo.width * scale)), max(1, round(photo.height * scale))), Image.BOX)
     scene = Image.new("RGB", (canvas, canvas), (120, 120, 120))
     scene.paste(small, ((canvas - small.width) // 2, (canvas - small.height) // 2))
