@@ -439,20 +439,28 @@ def finish_step(step: Step, proc: subprocess.Popen, out_dir: Path, hard_timeout:
     return step
 
 
-def saturation(steps: list[Step], min_gain: float) -> int | None:
-    """Index of the first step where RPS grows by less than `min_gain` of the users' growth, or that fails."""
+def saturation_reason(steps: list[Step], min_gain: float, p95_factor: float | None = None,
+                      p95_floor_ms: float = 200.0) -> tuple[int | None, str]:
+    """The first step that fails, whose RPS grows by less than `min_gain` of the users' growth, or (with
+    `p95_factor`) whose aggregate p95 exceeds both `p95_factor` × the previous step's and `p95_floor_ms`."""
     for i, step in enumerate(steps):
         if step.n_failures:
-            return i
+            return i, f"{step.n_failures} failed requests"
         if i == 0:
             continue
         prev = steps[i - 1]
-        if prev.rps <= 0:
-            continue
         ideal = step.users / prev.users - 1
-        if ideal > 0 and (step.rps / prev.rps - 1) < min_gain * ideal:
-            return i
-    return None
+        if prev.rps > 0 and ideal > 0 and (step.rps / prev.rps - 1) < min_gain * ideal:
+            return i, (f"RPS grew only ×{step.rps / prev.rps:.2f} ({prev.rps:.1f} → {step.rps:.1f}) while the users "
+                       f"grew ×{step.users / prev.users:.1f}")
+        p95, p95_prev = step.total.get("p95"), prev.total.get("p95")
+        if p95_factor and p95 and p95_prev and p95 > p95_factor * p95_prev and p95 > p95_floor_ms:
+            return i, f"p95 rose ×{p95 / p95_prev:.1f} ({p95_prev:.0f} → {p95:.0f} ms)"
+    return None, ""
+
+
+def saturation(steps: list[Step], min_gain: float, p95_factor: float | None = None) -> int | None:
+    return saturation_reason(steps, min_gain, p95_factor)[0]
 
 
 # --- report ----------------------------------------------------------------------------------------------
@@ -549,7 +557,7 @@ def earlier_runs(ctx: dict) -> list[str]:
             continue
         if not steps:
             continue
-        sat = saturation(steps, d["ctx"].get("min_gain", 0.5))
+        sat = saturation(steps, d["ctx"].get("min_gain", 0.5), d["ctx"].get("p95_factor", 2.0))
         ok = [s for s in steps if s.n_failures == 0 and (sat is None or steps.index(s) < max(sat, 1))]
         rep = max(ok, key=lambda s: s.users) if ok else None
         rep_s = (f"{rep.users} users, {rep.rps:.1f} RPS, p95 {_fmt(rep.total.get('p95'))} ms, 0 failures"
@@ -593,18 +601,22 @@ def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, prob
                      f"{_fmt(h.get('p99'))} ms): requests queue instead of failing.")
     else:
         L.append("- **No step ran without failures.**")
+    sat_i, why = saturation_reason(steps, ctx["min_gain"], ctx["p95_factor"])
+    plat_i, plat_why = saturation_reason(steps, ctx["min_gain"])
     if sat is not None:
         s = steps[sat]
-        why = (f"{s.n_failures} failed requests" if s.n_failures else
-               f"RPS grew from {steps[sat - 1].rps:.1f} to {s.rps:.1f} (×{s.rps / max(steps[sat - 1].rps, 1e-9):.2f}) "
-               f"while the users grew ×{s.users / steps[sat - 1].users:.1f}")
-        L.append(f"- **Saturation** at {s.users} users: {why}; aggregate p95 "
-                 f"{_fmt(steps[sat - 1].total.get('p95'))} → {_fmt(s.total.get('p95'))} ms. The last step before it, "
-                 f"{knee.users} users at {knee.rps:.1f} requests/s, is the capacity of this set-up." if knee else
+        L.append(f"- **Saturation point: {s.users} users**: {why}. The last step before it, {knee.users} users at "
+                 f"{knee.rps:.1f} requests/s, is the capacity of this set-up." if knee else
                  f"- **Saturation** already at the first step ({s.users} users): {why}.")
     else:
-        L.append(f"- **No saturation** found up to {steps[-1].users} users (RPS still grew with the users); "
-                 "the capacity is above the last step.")
+        L.append(f"- **No saturation** found up to {steps[-1].users} users (RPS still grew with the users, p95 did "
+                 "not jump); the capacity is above the last step.")
+    if plat_i is not None and plat_i != sat_i:
+        L.append(f"- Throughput plateau at {steps[plat_i].users} users: {plat_why}.")
+    elif plat_i is None and sat is not None:
+        L.append(f"- Past the saturation point RPS still grew, sub-linearly, up to {steps[-1].users} users "
+                 f"({steps[-1].rps:.1f} requests/s, p95 {_fmt(steps[-1].total.get('p95'))} ms): Locust users wait "
+                 "for their answers, so queueing shows as latency rather than as failures.")
     assessed = assessed_probes(steps, sat, probes)
     delays = [p.delay_ms for p in assessed if p.delay_ms is not None]
     failed_probes = [p for p in assessed if p.delay_ms is None]
@@ -615,8 +627,16 @@ def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, prob
                  f"up to {upto} users, i.e. up to the capacity): {len(delays)} enrolments on one worker identified "
                  f"through the other worker: median {statistics.median(delays):.0f} ms, p95 "
                  f"{_pct(delays, 0.95):.0f} ms, max {max(delays):.0f} ms"
-                 + (f"; {len(failed_probes)} probes failed" if failed_probes else "")
-                 + ". Saturated steps: see the propagation table.")
+                 + (f"; {len(failed_probes)} probes failed" if failed_probes else "") + ".")
+        beyond = [p for p in probes if p not in assessed and p.delay_ms is not None]
+        if beyond:
+            worst = max(beyond, key=lambda p: p.delay_ms or 0)
+            L.append(f"  Past the saturation point (not part of the verdict): max {worst.delay_ms:.0f} ms (at "
+                     f"{worst.step_users} users; that probe's finding identify call alone took "
+                     f"{_fmt(worst.last_call_ms)} ms), {sum(1 for p in beyond if (p.delay_ms or 0) >= 1000)} of "
+                     f"{len(beyond)} probes at 1 s or more; every probe found its subject with its "
+                     f"{'first' if max(p.attempts for p in beyond) == 1 else 'first few'} identify call(s): "
+                     "queueing, not replication, makes the delay there.")
     L.append(f"- Gallery `{ctx['gallery']}`: {ctx['gallery_before']} subjects before the steps "
              f"(pre-filled to {ctx['prefill']} LFW identities), {ctx['gallery_after']} after.")
     L.append(f"- Service errors in its log: {ctx['service_errors']} (lines with `Traceback`, `ERROR` or a 5xx access "
@@ -643,7 +663,10 @@ def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, prob
           f"`locust --headless -u N -r N --run-time {ctx['step_time']}s --reset-stats` (statistics from the "
           f"moment all users run), hard timeout {ctx['step_time'] + 60} s.",
           f"- Steps: {', '.join(str(s.users) for s in steps)} users (asked: {ctx['users_asked']}); stepping stops one "
-          f"step after saturation (RPS growth below {ctx['min_gain']:.0%} of the users' growth, or a failure).",
+          f"step after the throughput plateau (RPS growth below {ctx['min_gain']:.0%} of the users' growth, or a "
+          f"failure). The saturation point is the first step with a failure, that plateau, or an aggregate p95 above "
+          f"{ctx['p95_factor']:g}× the previous step's (and above 200 ms); the reported load is the highest step "
+          "before it.",
           "- Latencies are Locust's client-side response times (ms; Locust rounds percentiles above 100 ms to two "
           "significant digits). RPS = requests / step duration.", ""]
 
@@ -773,6 +796,20 @@ def count_service_errors(log_path: Path) -> tuple[int, list[str]]:
     return len(lines), lines[:20]
 
 
+def report_only(results_dir: Path, out: Path, plot_path: Path) -> int:
+    d = json.loads((results_dir / "results.json").read_text())
+    ctx = d["ctx"]
+    ctx.setdefault("p95_factor", 2.0)
+    steps = [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in d["steps"]]
+    probes = [ProbeResult(**{k: v for k, v in p.items() if k in ProbeResult.__dataclass_fields__})
+              for p in d["probes"]]
+    plot(steps, plot_path)
+    write_report(out, ctx, steps, saturation(steps, ctx["min_gain"], ctx["p95_factor"]), probes, d["samples"],
+                 plot_path)
+    log.info("rewrote %s and %s from %s", out, plot_path, results_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefill", type=int, default=1000, help="LFW identities in the gallery (default 1000)")
@@ -781,6 +818,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-time", type=int, default=40, help="seconds per step (default 40)")
     ap.add_argument("--min-gain", type=float, default=0.5,
                     help="saturated when RPS grows by less than this share of the users' growth (default 0.5)")
+    ap.add_argument("--p95-factor", type=float, default=2.0,
+                    help="saturated when the p95 grows by more than this factor from one step to the next")
+    ap.add_argument("--report-only", type=Path, default=None, metavar="RESULTS_DIR",
+                    help="only rewrite the report and plot from RESULTS_DIR/results.json of an earlier run")
     ap.add_argument("--no-stop", action="store_true", help="run every step, also after saturation")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers (default 2)")
     ap.add_argument("--probe-interval", type=float, default=3.0, help="seconds between propagation probes")
@@ -792,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if args.report_only:
+        return report_only(args.report_only, args.out, args.plot)
     if not shutil.which("redis-server"):
         log.error("redis-server not found (apt-get install redis-server, or `make system-deps`)")
         return 2
@@ -871,9 +914,9 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(step)
             log.info("step %d users: %.2f RPS, %d failures, p95 %s ms", users, step.rps, step.n_failures,
                      step.total.get("p95"))
-            sat = saturation(steps, args.min_gain)
-            if sat is not None and not args.no_stop and len(steps) - 1 > sat:
-                break  # one step past the saturation point confirms it
+            plateau = saturation(steps, args.min_gain)
+            if plateau is not None and not args.no_stop and len(steps) - 1 > plateau:
+                break  # one step past the throughput plateau confirms it
             time.sleep(3)  # let the churn clean-up settle between steps
         probe.stop_event.set()
         probe.join(15)
@@ -883,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
         n_err, err_lines = count_service_errors(out_dir / "service.log")
         if err_lines:
             notes.append("First service error lines: " + " / ".join(f"`{x[:160]}`" for x in err_lines[:5]))
-        sat = saturation(steps, args.min_gain)
+        sat = saturation(steps, args.min_gain, args.p95_factor)
         load_after = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         others = [x["other_cpu"] for x in monitor.samples if x["users"]]
         contended = None
@@ -895,7 +938,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine, "command": command, "started": started, "out_dir": os.path.relpath(out_dir, ROOT),
             "gallery": args.gallery, "prefill": args.prefill, "gallery_before": gallery_before,
             "gallery_after": gallery_after, "service_errors": n_err, "step_time": args.step_time,
-            "users_asked": args.users, "min_gain": args.min_gain, "probe_interval": args.probe_interval,
+            "users_asked": args.users, "min_gain": args.min_gain, "p95_factor": args.p95_factor,
+            "probe_interval": args.probe_interval,
             "load_before": load_before, "load_after": load_after, "contended": contended, "notes": notes,
         }
         plot_path = None
