@@ -38,8 +38,8 @@ from service.gallery.index import BLAS_THRESHOLD, GalleryIndex, IndexParams
 OUT = Path("runs/bench-index")
 BANDWIDTH_GBS = 30.0  # the machine's memory bandwidth the flat scan is compared against
 BATCH = 64
-HNSW_EF = [32, 64, 128, 256, 512]
-IVF_NPROBE = [16, 32, 64, 128, 256, 512]
+HNSW_EF = "64,128,256,512,1024,2048"  # search-time sweeps: each stops at the first value reaching TARGET_RECALL
+IVF_NPROBE = "32,64,128,256,512,1024"
 TARGET_RECALL = 0.99
 
 
@@ -157,7 +157,7 @@ def set_knob(index: GalleryIndex, value: int) -> None:
 
 
 def run(sizes: list[int], kinds: list[str], n_queries: int, b1_queries: int, params: IndexParams,
-        threads: int) -> list[Row]:
+        threads: int, sweeps: dict[str, list[int]]) -> list[Row]:
     cores = os.cpu_count() or 1
     real, real_names, queries, q_names = real_embeddings()
     rng = np.random.default_rng(1)
@@ -194,7 +194,7 @@ def run(sizes: list[int], kinds: list[str], n_queries: int, b1_queries: int, par
                     rows.append(row)
                     print(row)
             else:
-                knobs = HNSW_EF if index.kind == "hnsw" else IVF_NPROBE
+                knobs = sweeps[index.kind]
                 name = "efSearch" if index.kind == "hnsw" else "nprobe"
                 for value in knobs:
                     set_knob(index, value)
@@ -244,15 +244,19 @@ def main() -> None:
     parser.add_argument("--pq-m", type=int, default=IndexParams.pq_m)
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP threads for batch 64 (flat is also measured on every core)")
+    parser.add_argument("--ef-search", default=HNSW_EF, help="HNSW efSearch values to sweep")
+    parser.add_argument("--nprobe", default=IVF_NPROBE, help="IVF nprobe values to sweep")
+    parser.add_argument("--pq-refine", type=int, default=IndexParams.pq_refine)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
     params = IndexParams(kind="flat", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction,
-                         ivf_nlist=args.nlist, pq_m=args.pq_m)
+                         ivf_nlist=args.nlist, pq_m=args.pq_m, pq_refine=args.pq_refine)
     load = os.getloadavg()
     t0 = time.perf_counter()
-    rows = run(sizes, kinds, args.queries, args.b1_queries, params, args.threads)
+    sweeps = {"hnsw": [int(v) for v in args.ef_search.split(",")], "ivfpq": [int(v) for v in args.nprobe.split(",")]}
+    rows = run(sizes, kinds, args.queries, args.b1_queries, params, args.threads, sweeps)
     text = table(sorted(rows, key=lambda r: (r.size, kinds.index(r.requested))))
     flat_1m = [r for r in rows if r.requested == "flat" and r.size == max(sizes)]
     floor_ms = max(sizes) * 128 * 4 / (BANDWIDTH_GBS * 1e9) * 1000

@@ -117,16 +117,24 @@ def test_ivfpq_removal_with_and_without_refine() -> None:
     assert plain.remove([1, 2]) == 2 and plain._tombstones == set() and plain._index.ntotal == n - 2
 
 
-def test_auto_switches_to_hnsw_above_exact_max() -> None:
-    params = IndexParams(kind="auto", auto_exact_max=300)
-    vectors = clustered(400)
+def test_auto_switches_to_ivfpq_above_exact_max() -> None:
+    params = replace(SMALL_IVF, kind="auto", auto_exact_max=TRAIN_SIZE + 50)
+    vectors = clustered(TRAIN_SIZE + 100)
     index = GalleryIndex(DIM, params)
-    index.add(list(range(300)), ["a"] * 300, vectors[:300])
+    index.add(list(range(TRAIN_SIZE + 50)), ["a"] * (TRAIN_SIZE + 50), vectors[: TRAIN_SIZE + 50])
+    assert index.kind == "flat"  # trainable, but not above auto_exact_max yet
+    index.add(list(range(TRAIN_SIZE + 50, TRAIN_SIZE + 100)), ["b"] * 50, vectors[TRAIN_SIZE + 50:])
+    assert index.kind == "ivfpq"
+    assert index._index.ntotal == TRAIN_SIZE + 100
+    assert index.search(vectors[-3:-2], 1)[0][0].face_id == TRAIN_SIZE + 97
+    index.remove(list(range(TRAIN_SIZE // 5)))  # over 10% gone: rebuilt, and below the size again: exact
+    assert index.kind == "flat" and len(index) == TRAIN_SIZE + 100 - TRAIN_SIZE // 5
+
+
+def test_auto_stays_exact_while_too_small_to_train() -> None:
+    params = IndexParams(kind="auto", auto_exact_max=100, ivf_nlist=64)  # 64 lists want 2,496 faces
+    index, _ = filled(params, 500)
     assert index.kind == "flat"
-    index.add(list(range(300, 400)), ["b"] * 100, vectors[300:])
-    assert index.kind == "hnsw"
-    assert index._index.ntotal == 400
-    assert index.search(vectors[350:351], 1)[0][0].face_id == 350
 
 
 @pytest.mark.parametrize("params", [
