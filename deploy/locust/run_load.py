@@ -466,6 +466,18 @@ def saturation(steps: list[Step], min_gain: float, p95_factor: float | None = No
 # --- report ----------------------------------------------------------------------------------------------
 
 
+def code_version() -> str:
+    """The commit the service runs from, and any uncommitted change under service/ (other engineers' work)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "service").splitlines() if line.strip()]
+    return head + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else " (service/ clean)")
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError):
@@ -507,7 +519,7 @@ def propagation_ok(probes: list[ProbeResult]) -> bool:
     return bool(delays) and len(delays) == len(probes) and max(delays) < PROPAGATION_LIMIT_S * 1000
 
 
-def plot(steps: list[Step], path: Path) -> None:
+def plot(steps: list[Step], path: Path, sat: int | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -537,6 +549,13 @@ def plot(steps: list[Step], path: Path) -> None:
     ax2.set_title("p95 latency per endpoint")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelrotation=45)
+    if sat is not None and sat > 0:
+        for ax in (ax1, ax2):
+            ax.axvline(steps[sat - 1].users, color="grey", linestyle=":", label=None)
+        ax1.annotate("capacity", (steps[sat - 1].users, steps[sat - 1].rps), textcoords="offset points",
+                     xytext=(-60, 10), fontsize=8, color="grey")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -566,7 +585,8 @@ def earlier_runs(ctx: dict) -> list[str]:
         prop = f"{statistics.median(ds):.0f} / {max(ds):.0f}" if ds else "–"
         others = [x["other_cpu"] for x in d.get("samples", []) if x.get("users")]
         other = f"{statistics.mean(others):.0f} %" if others else "–"
-        rows.append(f"| {path.parent.name} | {d['ctx'].get('prefill')} | {d['ctx'].get('load_before')} | {other} | "
+        rows.append(f"| {path.parent.name} | {d['ctx'].get('code', '–')} | {d['ctx'].get('prefill')} | "
+                    f"{d['ctx'].get('load_before')} | {other} | "
                     f"{', '.join(str(s.users) for s in steps)} | {rep_s} | "
                     f"{steps[sat].users if sat is not None else 'none'} | {prop} |")
     return rows
@@ -650,7 +670,8 @@ def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, prob
           f"Linux {m['kernel']}, Python {m['python']}, {m['redis']}, {m['locust']}.",
           "- Everything on this one machine, loopback only: `redis-server` (no persistence), the service "
           "(`python -m service`, `ANYFACE_WORKERS=2`, `ANYFACE_STORE=redis://127.0.0.1:<port>/0`, one API key, "
-          "all other settings at their defaults: ONNX Runtime on CPU, exact FAISS index) and Locust (one process).",
+          "all other settings at their defaults: ONNX Runtime on CPU, exact FAISS index) and Locust (one process). "
+          f"Service code: commit {ctx.get('code', 'not recorded')}.",
           "- The two uvicorn workers share one listening socket; each holds its own FAISS index and follows the "
           "Redis change feed, so they are two replicas of the gallery. Established connections per worker during "
           "each step are in the table below (Locust users keep their connection; the probe's short connections "
@@ -757,16 +778,18 @@ def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, prob
     L += ["## Reproduce", "", "```sh", ctx["command"], "```", "",
           "`make load` creates the virtualenv with the `load` extra, installs `redis-server` when missing and runs "
           "`python -m deploy.locust.run_load` with its defaults; `--help` lists the flags (`--prefill`, `--users`, "
-          "`--step-time`, `--workers`, …). The run takes about (steps × (step time + 15 s)) plus the pre-fill "
-          "(about a minute for 1,000 identities on two cores) and needs LFW under `$ANYFACE_DATA_DIR`.", ""]
+          "`--step-time`, `--workers`, …). The run takes about steps × (step time + 5 s) plus the pre-fill "
+          "(15–35 s for 1,000 identities on two shared cores), i.e. about 9 minutes with the defaults, "
+          "and needs LFW under `$ANYFACE_DATA_DIR`.", ""]
     history = earlier_runs(ctx)
     if history:
         L += ["## Earlier runs of this checkout", "",
               "The same load test run earlier (raw results under `runs/load/`). On a shared machine the "
               "capacity moves with what else runs: compare the background load.", "",
-              "| run | gallery | load avg before | other CPU (mean) | steps (users) | reported load | saturation at | "
+              "| run | service code | gallery | load avg before | other CPU (mean) | steps (users) | reported load | "
+              "saturation at | "
               "propagation up to the capacity: median / max ms |",
-              "|---|---:|---|---:|---|---|---:|---|", *history, ""]
+              "|---|---|---:|---|---:|---|---|---:|---|", *history, ""]
     if ctx.get("notes"):
         L += ["## Notes", ""] + [f"- {n}" for n in ctx["notes"]] + [""]
     path.write_text("\n".join(L))
@@ -803,9 +826,9 @@ def report_only(results_dir: Path, out: Path, plot_path: Path) -> int:
     steps = [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in d["steps"]]
     probes = [ProbeResult(**{k: v for k, v in p.items() if k in ProbeResult.__dataclass_fields__})
               for p in d["probes"]]
-    plot(steps, plot_path)
-    write_report(out, ctx, steps, saturation(steps, ctx["min_gain"], ctx["p95_factor"]), probes, d["samples"],
-                 plot_path)
+    sat = saturation(steps, ctx["min_gain"], ctx["p95_factor"])
+    plot(steps, plot_path, sat)
+    write_report(out, ctx, steps, sat, probes, d["samples"], plot_path)
     log.info("rewrote %s and %s from %s", out, plot_path, results_dir)
     return 0
 
@@ -847,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     api_key = "load-" + uuid.uuid4().hex
     load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     machine = machine_info()
+    code = code_version()
     command = shlex.join(["python", "-m", "deploy.locust.run_load", *(argv if argv is not None else sys.argv[1:])])
     if os.environ.get("MAKELEVEL"):
         command = "make load" + (f"  # = {command}" if argv or sys.argv[1:] else "")
@@ -935,7 +959,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"during the steps, load average {load_before} before and {load_after} after the run "
                          f"on {machine['cores']} cores")
         ctx = {
-            "machine": machine, "command": command, "started": started, "out_dir": os.path.relpath(out_dir, ROOT),
+            "machine": machine, "code": code, "command": command, "started": started,
+            "out_dir": os.path.relpath(out_dir, ROOT),
             "gallery": args.gallery, "prefill": args.prefill, "gallery_before": gallery_before,
             "gallery_after": gallery_after, "service_errors": n_err, "step_time": args.step_time,
             "users_asked": args.users, "min_gain": args.min_gain, "p95_factor": args.p95_factor,
@@ -945,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_path = None
         if steps:
             with contextlib.suppress(Exception):
-                plot(steps, args.plot)
+                plot(steps, args.plot, sat)
                 plot_path = args.plot
         write_report(args.out, ctx, steps, sat, probe.results, monitor.samples, plot_path)
         (out_dir / "results.json").write_text(json.dumps(
