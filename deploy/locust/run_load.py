@@ -648,7 +648,7 @@ def write_report(path: Path, ctx: dict, steps: list[Step], sat: int | None, prob
                  f"through the other worker: median {statistics.median(delays):.0f} ms, p95 "
                  f"{_pct(delays, 0.95):.0f} ms, max {max(delays):.0f} ms"
                  + (f"; {len(failed_probes)} probes failed" if failed_probes else "") + ".")
-        beyond = [p for p in probes if p not in assessed and p.delay_ms is not None]
+        beyond = [p for p in probes if p.step_users and p not in assessed and p.delay_ms is not None]
         if beyond:
             worst = max(beyond, key=lambda p: p.delay_ms or 0)
             L.append(f"  Past the saturation point (not part of the verdict): max {worst.delay_ms:.0f} ms (at "
