@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     ivf_nlist: int = 1024
     ivf_nprobe: int = Field(512, ge=1, description="IVF lists searched; 512 of 1024 for recall@1 >= 0.99")
     pq_m: int = 32
+    pq_refine: int = Field(8, ge=0, description="IVF-PQ re-ranks k * pq_refine candidates exactly; 0 = codes only")
+    hnsw_ef_construction: int = Field(80, ge=1)
+    faiss_gpu: bool = Field(True, description="search flat indexes on the GPU when FAISS has GPU support")
     faiss_threads: int = Field(1, ge=0, description="FAISS OpenMP threads; 0 = FAISS's default (every core)")
     page_size_max: int = Field(500, ge=1)
     follow_interval_s: float = Field(0.5, gt=0, description="how often the index applies the store's change feed")

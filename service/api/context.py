@@ -87,8 +87,9 @@ def build_context(settings: Settings) -> ServiceContext:
                             settings.max_batch_wait_ms / 1000.0)
     params = IndexParams(
         kind=settings.index_type, auto_exact_max=settings.index_auto_exact_max, hnsw_m=settings.hnsw_m,
-        hnsw_ef_search=settings.hnsw_ef_search, ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe,
-        pq_m=settings.pq_m,
+        hnsw_ef_search=settings.hnsw_ef_search, hnsw_ef_construction=settings.hnsw_ef_construction,
+        ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe, pq_m=settings.pq_m,
+        pq_refine=settings.pq_refine, gpu=settings.faiss_gpu,
     )
     store = build_store(settings.store)
     gallery = GalleryManager(store, trunk.embedding_size or 128, params, settings.follow_interval_s)
