@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0)
     min_image_side: int = Field(16, ge=1)
     max_images_per_request: int = Field(16, ge=1)
+    max_inflight_requests: int = Field(
+        64, ge=1, description="per worker: /v1 requests beyond this many in progress get 503 `overloaded`")
 
     # detection and routing
     det_score_threshold: float = Field(0.6, ge=0.0, le=1.0)

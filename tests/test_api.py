@@ -320,3 +320,18 @@ def test_api_keys(model_dir: Path, lfw_dir: Path, tmp_path: Path) -> None:
         listed = client.get("/v1/galleries", headers={"X-API-Key": "reader-key-123"}).json()["galleries"]
         assert [g["name"] for g in listed] == ["team-a"]
         assert client.get("/v1/galleries/team-a", headers={"X-API-Key": "admin-key-1234"}).status_code == 200
+
+
+def test_overload_is_shed_with_503(model_dir: Path, lfw_dir: Path, tmp_path: Path) -> None:
+    """Beyond `max_inflight_requests` a worker answers 503 `overloaded` at once instead of queueing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp_path / 'g.sqlite3'}", max_inflight_requests=1)
+    files = {"image_a": photo(lfw_dir, "Aaron_Peirsol", 1), "image_b": photo(lfw_dir, "Aaron_Peirsol", 2)}
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: client.post("/v1/verify", files=files), range(24)))
+        assert client.get("/readyz").status_code == 200  # probes are never shed
+    codes = [r.status_code for r in responses]
+    assert set(codes) == {200, 503}, codes
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(error_code(r) == "overloaded" and r.headers["retry-after"] == "1" for r in shed)

@@ -86,19 +86,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     max_body = settings.max_image_bytes * settings.max_images_per_request + 1024 * 1024
+    inflight = 0  # /v1 requests in progress in this worker (one event loop: no lock needed)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        nonlocal inflight
         started = time.perf_counter()
         length = request.headers.get("content-length")
+        shed = request.url.path.startswith("/v1/") and inflight >= settings.max_inflight_requests
         if length and length.isdigit() and int(length) > max_body:
             response: Response = error_response(413, "request_too_large",
                                                 f"request body of {length} bytes exceeds {max_body} bytes")
+        elif shed:  # answer at once rather than queue without bound: the client retries or goes elsewhere
+            response = error_response(503, "overloaded", f"more than {settings.max_inflight_requests} requests "
+                                      "in progress; retry later")
+            response.headers["Retry-After"] = "1"
         else:
+            inflight += 1
             try:
                 response = await call_next(request)
             except BackendUnavailable as exc:
                 response = error_response(exc.status, exc.code, exc.message)
+            finally:
+                inflight -= 1
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         metrics.REQUESTS.labels(template, request.method, str(response.status_code)).inc()
