@@ -36,13 +36,16 @@ def trunk_weights() -> Path:
     return model_dir() / "mobilefacenet_state_dict.pt"
 
 
+DEGRADE_PROBS: dict[int, tuple[float, float]] = {56: (0.15, 0.15), 28: (0.5, 0.4), 14: (0.5, 0.4), 7: (0.5, 0.4)}
+
+
 @dataclass
 class DistillConfig:
     """One distillation run: which branches, how long, which conv, which losses."""
 
     resolutions: list[int] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
     conv: str = "scan"  # "scan" or "plain"
-    steps: dict[int, int] = field(default_factory=lambda: {56: 300, 28: 600, 14: 800, 7: 800})
+    steps: dict[int, int] = field(default_factory=lambda: {56: 400, 28: 600, 14: 800, 7: 800})
     batch_size: int = 32
     lr: float = 6e-3
     weight_decay: float = 5e-4
@@ -51,8 +54,10 @@ class DistillConfig:
     embedding_loss: str = "cosine"  # "cosine" or "mse"
     scale_weight: float = 0.01
     scale_lambda: float = 1.0
-    blur_prob: float = 0.5
-    jpeg_prob: float = 0.4
+    # None: per resolution (DEGRADE_PROBS); the 56 branch (conv1 only, 1.8 K parameters) does better on lighter
+    # degradation (held-out cosine to the teacher 0.987 vs 0.982 with 0.5 / 0.4; the baseline is 0.984)
+    blur_prob: float | None = None
+    jpeg_prob: float | None = None
     max_train_images: int = 6000
     seed: int = 0
     out: Path = Path("runs/btnet")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.config import DistillConfig, cache_dir, lfw_dir, trunk_weights
+from training.config import DEGRADE_PROBS, DistillConfig, cache_dir, lfw_dir, trunk_weights
 from training.data.degrade import DegradeConfig, degrade, normalise
 from training.data.lfw_crops import load_cache, people_images
 from training.data.teacher_cache import TeacherCache, build_teacher_cache
@@ -105,7 +105,11 @@ def train_branch(
     set_scale_loss(net, cfg.conv == "scan" and cfg.scale_weight > 0, cfg.scale_lambda)
     opt = make_optimizer(net, cfg)
     rng = np.random.default_rng(cfg.seed * 1000 + resolution)
-    degrade_cfg = DegradeConfig(blur_prob=cfg.blur_prob, jpeg_prob=cfg.jpeg_prob)
+    blur_p, jpeg_p = DEGRADE_PROBS.get(resolution, (0.5, 0.4))
+    degrade_cfg = DegradeConfig(
+        blur_prob=blur_p if cfg.blur_prob is None else cfg.blur_prob,
+        jpeg_prob=jpeg_p if cfg.jpeg_prob is None else cfg.jpeg_prob,
+    )
     start = 0
     elapsed = 0.0
     ckpt_path = out / "checkpoint.pt"
@@ -212,8 +216,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
     p.add_argument("--feature-weight", type=float, default=d.feature_weight)
     p.add_argument("--embedding-weight", type=float, default=d.embedding_weight)
     p.add_argument("--scale-weight", type=float, default=d.scale_weight)
-    p.add_argument("--blur-prob", type=float, default=d.blur_prob, help="probability of a random Gaussian blur")
-    p.add_argument("--jpeg-prob", type=float, default=d.jpeg_prob, help="probability of JPEG re-encoding")
+    p.add_argument("--blur-prob", type=float, default=d.blur_prob, help="blur probability (default: per resolution)")
+    p.add_argument("--jpeg-prob", type=float, default=d.jpeg_prob, help="JPEG probability (default: per resolution)")
     p.add_argument("--max-train-images", type=int, default=d.max_train_images)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
