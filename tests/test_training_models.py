@@ -162,3 +162,33 @@ def test_scale_loss_trains_only_its_own_scales(random_trunk: MobileFaceNet) -> N
             assert p.grad is not None and p.grad.abs().sum() > 0, name
         else:
             assert p.grad is None or p.grad.abs().sum() == 0, name
+
+
+@pytest.mark.xfail(
+    reason="service/imaging/align.py template_for scales the template without the half-pixel offset: "
+    "(T + 0.5) * r / 112 - 0.5 would make a direct r x r alignment equal the area-downsampled 112 crop the "
+    "branches are trained on (see docs/training.md, 'Geometry contract')",
+    strict=False,
+)
+@pytest.mark.parametrize("r", [28, 14, 7])
+def test_direct_alignment_matches_the_training_geometry(r: int) -> None:
+    if reason := missing_models() or missing_lfw():
+        pytest.skip(reason)
+    from service.detection.yunet import YuNetDetector
+    from service.imaging.align import align_face
+    from service.imaging.decode import decode_image
+    from training.config import lfw_dir, model_dir
+    from training.data.degrade import downsample
+    from training.data.lfw_crops import _LIMITS, _pick
+    from training.testing import SAMPLE_IMAGES
+
+    detector = YuNetDetector(model_dir() / "face_detection_yunet_2023mar.onnx", 0.5, 640)
+    diffs = []
+    for name in SAMPLE_IMAGES:
+        rgb = decode_image((lfw_dir() / "images_deepfunneled" / name).read_bytes(), _LIMITS)
+        lm = _pick(detector.detect(rgb), rgb.shape[1], rgb.shape[0])
+        assert lm is not None
+        direct = align_face(rgb, lm, r).astype(np.float64)
+        diffs.append(np.abs(direct - downsample(align_face(rgb, lm, 112), r)).mean())
+    # with the half-pixel offset the mean difference is 0.8 / 1.8 / 2.7 grey levels at 28 / 14 / 7; today 9 / 14 / 20
+    assert float(np.mean(diffs)) <= 4.0
