@@ -267,8 +267,13 @@ class TritonServer:
             (python / "triton_python_backend_stub").chmod(0o755)
         return backends
 
+    @property
+    def shm_prefix(self) -> str:
+        """The Python backend's shared-memory regions are /dev/shm/<prefix>*: unique per server."""
+        return f"anyface{os.getpid()}x{self.grpc_port}"
+
     def command(self) -> list[str]:
-        shm_prefix = f"anyface{os.getpid()}x{self.grpc_port}"
+        shm_prefix = self.shm_prefix
         return [
             str(self.install.binary),
             f"--model-repository={self.repository}",
@@ -352,6 +357,8 @@ class TritonServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):  # left behind if the server had to be killed
+            region.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
