@@ -562,7 +562,8 @@ def main(argv: list[str] | None = None) -> None:
         "work": str(a.work),
         "folds": a.folds,
         "training_note": _training_note(a.run),
-        "ablation_note": a.ablation_note,
+        "ablation_note": a.ablation_note
+        or (f"Plain-conv branches: {_training_note(a.ablation)}; SCAN: the main run's branches." if plain else ""),
         "verification": verification,
         "identification": ident,
         "cost": costs,
