@@ -164,12 +164,6 @@ def test_scale_loss_trains_only_its_own_scales(random_trunk: MobileFaceNet) -> N
             assert p.grad is None or p.grad.abs().sum() == 0, name
 
 
-@pytest.mark.xfail(
-    reason="service/imaging/align.py template_for scales the template without the half-pixel offset: "
-    "(T + 0.5) * r / 112 - 0.5 would make a direct r x r alignment equal the area-downsampled 112 crop the "
-    "branches are trained on (see docs/training.md, 'Geometry contract')",
-    strict=False,
-)
 @pytest.mark.parametrize("r", [28, 14, 7])
 def test_direct_alignment_matches_the_training_geometry(r: int) -> None:
     if reason := missing_models() or missing_lfw():
@@ -190,5 +184,6 @@ def test_direct_alignment_matches_the_training_geometry(r: int) -> None:
         assert lm is not None
         direct = align_face(rgb, lm, r).astype(np.float64)
         diffs.append(np.abs(direct - downsample(align_face(rgb, lm, 112), r)).mean())
-    # with the half-pixel offset the mean difference is 0.8 / 1.8 / 2.7 grey levels at 28 / 14 / 7; today 9 / 14 / 20
+    # the geometry contract (docs/training.md): with the half-pixel offset in `template_for` the mean difference is
+    # 0.8 / 1.8 / 2.7 grey levels at 28 / 14 / 7; without it 9 / 14 / 20
     assert float(np.mean(diffs)) <= 4.0

@@ -576,9 +576,9 @@ def main(argv: list[str] | None = None) -> None:
             "(peopleDevTest) is identity-disjoint from training.",
             "Low-resolution probes are synthesised (area downsampling of aligned crops), not real surveillance "
             "faces; real tiny faces also carry detector landmark noise.",
-            "The service aligns tiny faces straight to r x r; its template scaling currently lacks the half-pixel "
-            "offset that area downsampling implies, which costs the branches some accuracy in the service until "
-            "fixed (docs/training.md, 'Geometry contract').",
+            "The service aligns tiny faces straight to r x r; that matches the area-downsampled crops used here only "
+            "with the half-pixel template offset (docs/training.md, 'Geometry contract', tested by "
+            "tests/test_training_models.py::test_direct_alignment_matches_the_training_geometry).",
             "Latencies are from a shared 2-core CPU; ratios from interleaved rounds are more trustworthy than the "
             "absolute milliseconds.",
         ],
