@@ -10,7 +10,7 @@ EXTRAS ?= serve,dev,train,bench,load
 export ANYFACE_MODEL_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared/models),)
 export ANYFACE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: serve test install models system-deps triton-venv lint bench bench-index load train export evaluate clean
+.PHONY: serve test install models system-deps triton-venv branches lint bench bench-index load train export evaluate clean
 
 $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,8 @@ system-deps:
 	    >/dev/null || echo "warning: could not install redis-server/prometheus; their tests will skip"; \
 	fi
 
-triton-venv: .venv-triton/bin/python
-.venv-triton/bin/python:
+triton-venv: .venv-triton/.bootstrapped
+.venv-triton/.bootstrapped:
 	bash tests/triton/bootstrap.sh
 
 test: install system-deps triton-venv
@@ -61,6 +61,16 @@ bench-index: install
 
 load: install system-deps
 	$(PY) -m deploy.locust.run_load
+
+# BTNet branches for 56/28/14/7-pixel faces: aligned LFW crops (cached), distillation (resumable), fused export
+# into models/ (manifest entries + Triton repository). Skipped when models/ already has them.
+branches: install
+	@if $(PY) -c "import sys; from pathlib import Path; from service.models.manifest import load_manifest; \
+	  sys.exit(0 if load_manifest(Path('models')).embedders('btnet') else 1)"; then \
+	  echo "BTNet branches already in models/"; else \
+	  $(PY) -m service.models fetch && $(PY) -m training.data.lfw_crops && \
+	  $(PY) -m training.distill --out runs/btnet_scan --resume && \
+	  $(PY) -m training.export --run runs/btnet_scan; fi
 
 train: install
 	$(PY) -m service.models fetch

@@ -22,7 +22,10 @@ ARCFACE_TEMPLATE_112 = np.array(
 
 
 def template_for(size: int) -> np.ndarray:
-    return ARCFACE_TEMPLATE_112 * (size / 112.0)
+    """The template in an r x r crop, in pixel-centre coordinates: area-downsampling a 112 crop to r maps the
+    centre of pixel i to (i + 0.5) * r / 112 - 0.5, so a face aligned straight at r matches the downsampled
+    112 crop the BTNet branches were trained on (docs/training.md, "Geometry contract")."""
+    return (ARCFACE_TEMPLATE_112 + 0.5) * (size / 112.0) - 0.5
 
 
 def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ async def readyz(request: Request) -> JSONResponse:
     ctx = getattr(request.app.state, "ctx", None)
     checks = {"models": ctx is not None}
     if ctx is not None:
-        checks["embedding_backend"] = ctx.backend.ready()
+        checks["embedding_backend"] = await run_in_threadpool(ctx.backend.ready)
         checks["store"] = await run_in_threadpool(ensure_store_available, ctx.gallery.store)
         checks["gallery_index"] = ctx.gallery.ready
     ready = all(checks.values())
