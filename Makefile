@@ -69,7 +69,7 @@ branches: install
 	  sys.exit(0 if load_manifest(Path('models')).embedders('btnet') else 1)"; then \
 	  echo "BTNet branches already in models/"; else \
 	  $(PY) -m service.models fetch && $(PY) -m training.data.lfw_crops && \
-	  $(PY) -m training.distill --out runs/btnet_scan --resume && \
+	  $(PY) -m training.distill --out runs/btnet_scan --resume --threads $$(nproc) && \
 	  $(PY) -m training.export --run runs/btnet_scan; fi
 
 train: install
