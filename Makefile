@@ -74,13 +74,15 @@ branches: install
 
 train: install
 	$(PY) -m service.models fetch
-	$(PY) -m training.distill
+	$(PY) -m training.data.lfw_crops
+	$(PY) -m training.distill --out runs/btnet_scan --resume
+	$(PY) -m training.distill --conv plain --resolutions 14 7 --out runs/btnet_plain --resume
 
 export: install
-	$(PY) -m training.export
+	$(PY) -m training.export --run runs/btnet_scan
 
 evaluate: install
-	$(PY) -m training.evaluate
+	$(PY) -m training.evaluate --run runs/btnet_scan --ablation runs/btnet_plain --rounds 150
 
 clean:
 	rm -rf $(VENV) .venv-triton .pytest_cache .mypy_cache .ruff_cache
