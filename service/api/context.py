@@ -89,7 +89,7 @@ def build_context(settings: Settings) -> ServiceContext:
         kind=settings.index_type, auto_exact_max=settings.index_auto_exact_max, hnsw_m=settings.hnsw_m,
         hnsw_ef_search=settings.hnsw_ef_search, hnsw_ef_construction=settings.hnsw_ef_construction,
         ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe, pq_m=settings.pq_m,
-        pq_refine=settings.pq_refine, gpu=settings.faiss_gpu,
+        pq_refine=settings.pq_refine, gpu=settings.faiss_gpu, threads=settings.faiss_threads,
     )
     store = build_store(settings.store)
     gallery = GalleryManager(store, trunk.embedding_size or 128, params, settings.follow_interval_s)
