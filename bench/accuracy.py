@@ -21,6 +21,7 @@ from bench.lfw import CACHE, Pair, PipelineEmbedder, lfw_root, pair_scores, read
 from service.imaging.decode import DecodeLimits, decode_image
 from service.settings import Settings
 
+SYSTEMS = ["anyface", "anyface-flip", "scrfd", "scrfd-flip", "dlib"]
 SPEED_SAMPLE = 200  # photos timed end to end (decode, detect, align, embed), one at a time, one process
 
 
@@ -85,7 +86,8 @@ def evaluate(systems: list[str]) -> tuple[list[SystemResult], dict[str, tuple[np
             speed = _speed(lambda data, m=model, lim=limits: m.embed(decode_image(data, lim)), images, names)
             label = DlibFaceRecognition.name
         else:
-            settings = Settings(detector="scrfd" if system == "scrfd" else "yunet")
+            settings = Settings(detector="scrfd" if system.startswith("scrfd") else "yunet",
+                                flip_test=system.endswith("flip"))
             embedder = PipelineEmbedder(settings)
             embeddings = embedder.embed_files(images, names, desc=system)
             scores = pair_scores(pairs, embeddings)
@@ -93,10 +95,10 @@ def evaluate(systems: list[str]) -> tuple[list[SystemResult], dict[str, tuple[np
             def one(data: bytes, e: PipelineEmbedder = embedder) -> None:
                 crop = e.crop(data)
                 if crop is not None:
-                    e.backend.embed(112, crop[None])
+                    e.backend.embed(112, crop[None])  # with flip_test the backend embeds the mirror too
 
             speed = _speed(one, images, names)
-            label = f"AnyFace ({settings.detector} + MobileFaceNet)"
+            label = f"AnyFace ({settings.detector} + MobileFaceNet{', flip test' if settings.flip_test else ''})"
         mean, std, _ = ten_fold(pairs, scores)
         results.append(SystemResult(label, mean, std, tar_at_far(scores, labels, 1e-3),
                                     sum(1 for n in names if n not in embeddings), speed))
@@ -127,8 +129,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], out: Path) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy")
-    parser.add_argument("--systems", nargs="+", default=["anyface", "scrfd", "dlib"],
-                        choices=["anyface", "scrfd", "dlib"])
+    parser.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS)
     parser.add_argument("--roc", type=Path, default=None)
     args = parser.parse_args()
     results, curves = evaluate(args.systems)

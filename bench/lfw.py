@@ -70,17 +70,18 @@ class PipelineEmbedder:
         manifest = load_manifest(self.settings.model_dir)
         self.detector = build_detector(self.settings, manifest)
         models = select_embedders(manifest, EMBEDDER_NAME, "btnet", use_branches=False)
-        self.backend = OnnxRuntimeBackend(self.settings.model_dir, models, self.settings.intra_op_threads)
+        self.backend = OnnxRuntimeBackend(self.settings.model_dir, models, self.settings.intra_op_threads,
+                                          flip=self.settings.flip_test)
         self.limits = DecodeLimits(self.settings.max_image_bytes, self.settings.max_image_pixels, 16)
         entry = models[112][1]
         self.key = hashlib.sha256(
-            f"prominence|{self.settings.detector}|{self.settings.det_score_threshold}|{entry.sha256}|"
+            f"prominence|flip={self.settings.flip_test}|{self.settings.detector}|scrfd-fit|{self.settings.score_threshold}|{entry.sha256}|"
             f"{sha256_of(self.settings.model_dir / manifest.models[self.settings.detector].file)}".encode()
         ).hexdigest()[:16]
 
     def crop(self, data: bytes) -> np.ndarray | None:
         image = decode_image(data, self.limits)
-        faces = [f for f in self.detector.detect(image) if f.score >= self.settings.det_score_threshold]
+        faces = [f for f in self.detector.detect(image) if f.score >= self.settings.score_threshold]
         if not faces:
             return None
         face = max(faces, key=lambda f: prominence(f, image.shape[1], image.shape[0]))

@@ -9,7 +9,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench.accuracy import evaluate, plot_roc
+from bench.accuracy import SYSTEMS, evaluate, plot_roc
 from bench.latency import plot, run
 
 DOCS = Path("docs")
@@ -29,7 +29,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
-    parser.add_argument("--systems", nargs="+", default=["anyface", "scrfd", "dlib"])
+    parser.add_argument("--systems", nargs="+", default=SYSTEMS, choices=SYSTEMS)
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
     args = parser.parse_args()
     started = time.time()

@@ -25,6 +25,10 @@ class ApiKey(BaseModel):
         return gallery is None or self.galleries is None or gallery in self.galleries
 
 
+# Each detector's usual operating point: YuNet's OpenCV Zoo demo default and InsightFace's SCRFD default.
+DETECTOR_SCORE_THRESHOLDS = {"yunet": 0.6, "scrfd": 0.5}
+
+
 class Settings(BaseSettings):
     """Every knob of the service; the defaults run the embedded stack (ONNX Runtime, FAISS, SQLite)."""
 
@@ -49,12 +53,15 @@ class Settings(BaseSettings):
         64, ge=1, description="per worker: /v1 requests beyond this many in progress get 503 `overloaded`")
 
     # detection and routing
-    det_score_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    det_score_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="minimum detection score; default: the detector's own (yunet 0.6, scrfd 0.5)")
     det_max_side: int = Field(1280, ge=64, description="images are downscaled to this side for detection")
     min_face_size: int = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
     max_faces: int = Field(32, ge=1)
     branch_rule: Literal["ceil", "floor", "nearest"] = "ceil"
     use_branches: bool = True
+
+    flip_test: bool = Field(False, description="embed each face and its mirror image and add them (2x embed cost)")
 
     # embedding batches
     max_batch: int = Field(32, ge=1)
@@ -100,6 +107,13 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [{"key": k.strip()} for k in text.split(",") if k.strip()]
         return value
+
+    @property
+    def score_threshold(self) -> float:
+        """The detection score threshold in force."""
+        if self.det_score_threshold is not None:
+            return self.det_score_threshold
+        return DETECTOR_SCORE_THRESHOLDS[self.detector]
 
     def all_api_keys(self) -> list[ApiKey]:
         keys = list(self.api_keys)

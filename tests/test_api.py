@@ -335,3 +335,18 @@ def test_overload_is_shed_with_503(model_dir: Path, lfw_dir: Path, tmp_path: Pat
     assert set(codes) == {200, 503}, codes
     shed = [r for r in responses if r.status_code == 503]
     assert all(error_code(r) == "overloaded" and r.headers["retry-after"] == "1" for r in shed)
+
+
+def test_scrfd_detector_and_flip_test(model_dir: Path, lfw_dir: Path, tmp_path: Path) -> None:
+    """The SCRFD option with mirrored-crop embedding: same answers on real pairs, its own score threshold."""
+    settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp_path / 'g.sqlite3'}", detector="scrfd",
+                        flip_test=True)
+    assert settings.score_threshold == 0.5
+    with TestClient(create_app(settings)) as client:
+        faces = client.post("/v1/detect", files={"image": photo(lfw_dir, "Aaron_Peirsol")}).json()["faces"]
+        assert len(faces) == 1 and 80 < faces[0]["size"] < 180
+        same = client.post("/v1/verify", files={"image_a": photo(lfw_dir, "Aaron_Peirsol", 1),
+                                                "image_b": photo(lfw_dir, "Aaron_Peirsol", 2)}).json()
+        other = client.post("/v1/verify", files={"image_a": photo(lfw_dir, "Aaron_Peirsol", 1),
+                                                 "image_b": photo(lfw_dir, "Abdullah_Gul", 1)}).json()
+    assert same["match"] is True and other["match"] is False

@@ -46,7 +46,7 @@ class ServiceContext:
         s = self.settings
         return FaceFilter(
             min_face_size=s.min_face_size if min_face_size is None else min_face_size,
-            score_threshold=s.det_score_threshold if score is None else score,
+            score_threshold=s.score_threshold if score is None else score,
             max_faces=min(s.max_faces, max_faces) if max_faces is not None else s.max_faces,
         )
 
@@ -62,8 +62,11 @@ def build_backend(settings: Settings) -> EmbeddingBackend:
     if settings.embedding_backend == "triton":
         from service.embedding.triton import TritonBackend  # only deployments with Triton need tritonclient
 
-        return TritonBackend(settings.triton_url, settings.triton_protocol, models, settings.triton_timeout_s)
-    return OnnxRuntimeBackend(settings.model_dir, models, settings.intra_op_threads)
+        backend: EmbeddingBackend = TritonBackend(settings.triton_url, settings.triton_protocol, models,
+                                                  settings.triton_timeout_s)
+        backend.flip = settings.flip_test
+        return backend
+    return OnnxRuntimeBackend(settings.model_dir, models, settings.intra_op_threads, flip=settings.flip_test)
 
 
 def build_context(settings: Settings) -> ServiceContext:
@@ -73,8 +76,8 @@ def build_context(settings: Settings) -> ServiceContext:
     if settings.faiss_threads:
         faiss.omp_set_num_threads(settings.faiss_threads)
     # detections below the request's score threshold are filtered later; let the detector keep weaker ones
-    detector = build_detector(settings.model_copy(update={"det_score_threshold": min(settings.det_score_threshold,
-                                                                                      0.3)}), manifest)
+    detector = build_detector(settings.model_copy(update={"det_score_threshold": min(settings.score_threshold, 0.3)}),
+                              manifest)
     backend = build_backend(settings)
     trunk = backend.models[max(backend.models)][1]
     calibrated = trunk.thresholds

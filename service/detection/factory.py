@@ -17,5 +17,5 @@ def build_detector(settings: Settings, manifest: Manifest) -> Detector:
         )
     path = settings.model_dir / entry.file
     if settings.detector == "yunet":
-        return YuNetDetector(path, settings.det_score_threshold, settings.det_max_side)
-    return ScrfdDetector(path, settings.det_score_threshold, settings.det_max_side, threads=settings.intra_op_threads)
+        return YuNetDetector(path, settings.score_threshold, settings.det_max_side)
+    return ScrfdDetector(path, settings.score_threshold, settings.det_max_side, threads=settings.intra_op_threads)

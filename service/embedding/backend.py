@@ -40,6 +40,7 @@ class EmbeddingBackend(ABC):
 
     name: str
     models: dict[int, tuple[str, ModelEntry]]
+    flip: bool = False  # add the embedding of the mirrored crop (test-time augmentation)
 
     @property
     def resolutions(self) -> list[int]:
@@ -53,7 +54,11 @@ class EmbeddingBackend(ABC):
         if len(crops) == 0:
             dim = self.models[resolution][1].embedding_size or 0
             return np.zeros((0, dim), dtype=np.float32)
-        return l2_normalize(self._run(resolution, to_tensor(crops, self.models[resolution][1])))
+        tensor = to_tensor(crops, self.models[resolution][1])
+        if not self.flip:
+            return l2_normalize(self._run(resolution, tensor))
+        both = self._run(resolution, np.ascontiguousarray(np.concatenate([tensor, tensor[..., ::-1]])))
+        return l2_normalize(both[: len(crops)] + both[len(crops):])
 
     @abstractmethod
     def _run(self, resolution: int, tensor: np.ndarray) -> np.ndarray: ...
@@ -65,8 +70,10 @@ class EmbeddingBackend(ABC):
 class OnnxRuntimeBackend(EmbeddingBackend):
     name = "onnxruntime"
 
-    def __init__(self, model_dir: Path, models: dict[int, tuple[str, ModelEntry]], threads: int = 0) -> None:
+    def __init__(self, model_dir: Path, models: dict[int, tuple[str, ModelEntry]], threads: int = 0,
+                 flip: bool = False) -> None:
         self.models = models
+        self.flip = flip
         self.sessions = {res: create_session(model_dir / entry.file, threads) for res, (_, entry) in models.items()}
         self.inputs = {res: s.get_inputs()[0].name for res, s in self.sessions.items()}
 
