@@ -26,6 +26,7 @@ from training.layers.scan_conv import ScanConv2d  # noqa: E402
 from training.models.btnet import BranchNet  # noqa: E402
 from training.models.mobilefacenet import MobileFaceNet  # noqa: E402
 from training.onnx_utils import export_onnx, run, session, torch_run  # noqa: E402
+from training.testing import random_trunk as make_random_trunk  # noqa: E402
 from training.triton_repo import (  # noqa: E402
     TRUNK_ENSEMBLE,
     parse_ensemble,
@@ -38,17 +39,7 @@ RESOLUTIONS = [28, 14, 7]  # 56 adds nothing new and costs a full trunk per call
 
 
 def _trunk() -> MobileFaceNet:
-    torch.manual_seed(1)
-    net = MobileFaceNet()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return make_random_trunk(1)
 
 
 def _branch(trunk: MobileFaceNet, r: int) -> BranchNet:

@@ -14,6 +14,7 @@ from training.layers.scan_conv import ScanConv2d, scale_loss_of, set_scale_loss 
 from training.models.btnet import BranchNet  # noqa: E402
 from training.models.mobilefacenet import MobileFaceNet, implant_unit, load_trunk  # noqa: E402
 from training.testing import face_batch, missing_lfw, missing_models, onnx_trunk  # noqa: E402
+from training.testing import random_trunk as make_random_trunk  # noqa: E402
 
 RESOLUTIONS = [56, 28, 14, 7]
 
@@ -30,19 +31,7 @@ def trunk() -> MobileFaceNet:
 @pytest.fixture(scope="module")
 def random_trunk() -> MobileFaceNet:
     """A trunk with random weights and BN statistics: the structural tests need no download."""
-    torch.manual_seed(0)
-    net = MobileFaceNet()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return make_random_trunk(0, affine=True)
 
 
 def _perturbed_scan(trunk: MobileFaceNet, r: int, seed: int = 0) -> BranchNet:

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from training.config import lfw_dir, model_dir, trunk_weights
+from training.models.mobilefacenet import MobileFaceNet
 
 # a handful of LFW images from different people (all in peopleDevTrain or pairs.txt)
 SAMPLE_IMAGES = [
@@ -53,3 +55,24 @@ def onnx_trunk() -> Path | None:
         if (model_dir() / name).exists():
             return model_dir() / name
     return None
+
+
+def random_trunk(seed: int, affine: bool = False) -> MobileFaceNet:
+    """A frozen trunk in eval mode with random weights and BatchNorm statistics (and BN affine parameters when
+    `affine`): structural tests need no downloaded weights."""
+    torch.manual_seed(seed)
+    net = MobileFaceNet()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                if affine:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
