@@ -19,7 +19,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML ships with uvicorn[standard] (the serve extra)")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
