@@ -25,7 +25,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,10 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from service.gallery.index import BLAS_THRESHOLD, GalleryIndex, IndexParams
+from service.gallery.index import BLAS_THRESHOLD, GalleryIndex
+from service.settings import IndexSettings
+
+_DEFAULT = IndexSettings()  # the service's index defaults, for the command-line defaults
 
 OUT = Path("runs/bench-index")
 BANDWIDTH_GBS = 30.0  # the machine's memory bandwidth the flat scan is compared against
@@ -133,7 +136,7 @@ def measure(index: GalleryIndex, requested: str, setting: str, built: tuple[floa
     return Row(size, requested, index.kind, setting, *built, p50_b1, p50_b64, recall, rank1)
 
 
-def build(params: IndexParams, ids: np.ndarray, subjects: list[str], vectors: np.ndarray,
+def build(params: IndexSettings, ids: np.ndarray, subjects: list[str], vectors: np.ndarray,
           cores: int) -> tuple[GalleryIndex, tuple[float, float, float]]:
     gc.collect()
     faiss.omp_set_num_threads(cores)  # building parallelises over vectors: every core
@@ -156,7 +159,7 @@ def set_knob(index: GalleryIndex, value: int) -> None:
         faiss.extract_index_ivf(raw).nprobe = value
 
 
-def run(sizes: list[int], kinds: list[str], n_queries: int, b1_queries: int, params: IndexParams,
+def run(sizes: list[int], kinds: list[str], n_queries: int, b1_queries: int, params: IndexSettings,
         threads: int, sweeps: dict[str, list[int]]) -> list[Row]:
     cores = os.cpu_count() or 1
     real, real_names, queries, q_names = real_embeddings()
@@ -177,8 +180,8 @@ def run(sizes: list[int], kinds: list[str], n_queries: int, b1_queries: int, par
         exact = ids[exact_index.search(queries, 1)[1][:, 0]]
         del exact_index
         for kind in tqdm(kinds, desc=f"{size:,} faces", unit="index"):
-            kind_params = (replace(params, kind="ivfpq", pq_refine=0) if kind == "ivfpq-pq"
-                           else replace(params, kind=kind))
+            kind_params = (params.model_copy(update=dict(kind="ivfpq", pq_refine=0)) if kind == "ivfpq-pq"
+                           else params.model_copy(update=dict(kind=kind)))
             index, built = build(kind_params, ids, subjects, vectors, cores)
             if index.kind == "flat":
                 for t in sorted({threads, cores}):
@@ -238,21 +241,21 @@ def main() -> None:
     parser.add_argument("--kinds", default="flat,hnsw,ivfpq")
     parser.add_argument("--queries", type=int, default=512, help="queries for recall and batch-64 latency")
     parser.add_argument("--b1-queries", type=int, default=200, help="single-query searches timed per row")
-    parser.add_argument("--hnsw-m", type=int, default=IndexParams.hnsw_m)
-    parser.add_argument("--ef-construction", type=int, default=IndexParams.hnsw_ef_construction)
-    parser.add_argument("--nlist", type=int, default=IndexParams.ivf_nlist)
-    parser.add_argument("--pq-m", type=int, default=IndexParams.pq_m)
+    parser.add_argument("--hnsw-m", type=int, default=_DEFAULT.hnsw_m)
+    parser.add_argument("--ef-construction", type=int, default=_DEFAULT.hnsw_ef_construction)
+    parser.add_argument("--nlist", type=int, default=_DEFAULT.ivf_nlist)
+    parser.add_argument("--pq-m", type=int, default=_DEFAULT.pq_m)
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP threads for batch 64 (flat is also measured on every core)")
     parser.add_argument("--ef-search", default=HNSW_EF, help="HNSW efSearch values to sweep")
     parser.add_argument("--nprobe", default=IVF_NPROBE, help="IVF nprobe values to sweep")
-    parser.add_argument("--pq-refine", type=int, default=IndexParams.pq_refine)
+    parser.add_argument("--pq-refine", type=int, default=_DEFAULT.pq_refine)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
-    params = IndexParams(kind="flat", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction,
-                         ivf_nlist=args.nlist, pq_m=args.pq_m, pq_refine=args.pq_refine)
+    params = IndexSettings(kind="flat", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction,
+                           ivf_nlist=args.nlist, pq_m=args.pq_m, pq_refine=args.pq_refine)
     load = os.getloadavg()
     t0 = time.perf_counter()
     sweeps = {"hnsw": [int(v) for v in args.ef_search.split(",")], "ivfpq": [int(v) for v in args.nprobe.split(",")]}

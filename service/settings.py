@@ -1,4 +1,11 @@
-"""Runtime settings of the service, read from `ANYFACE_*` environment variables (pydantic-settings)."""
+"""Runtime settings of the service, read from `ANYFACE_*` environment variables (pydantic-settings).
+
+Settings come in sections, and each section is the object the part that uses it takes: `DecodeLimits` goes to
+the decoder, `DetectionSettings` to the detector and the face filter, `BatchingSettings` to the micro-batchers,
+`IndexSettings` to every FAISS index, `TritonSettings` to the Triton backend. Each field is read from one
+`ANYFACE_*` variable, named in the field's description where it is not `ANYFACE_<FIELD>`; `Settings()` reads them
+all. No variable was renamed when the sections were introduced.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PREFIX = "ANYFACE_"
 
 
 class ApiKey(BaseModel):
@@ -25,67 +34,126 @@ class ApiKey(BaseModel):
         return gallery is None or self.galleries is None or gallery in self.galleries
 
 
+class Section(BaseSettings):
+    """A group of settings read from `ANYFACE_*` variables; also built directly in code and tests."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", populate_by_name=True,
+                                      frozen=True)
+
+
+def _env(name: str) -> AliasChoices:
+    """A field read from `ANYFACE_<name>` (and settable in code by its field name)."""
+    return AliasChoices(PREFIX + name)
+
+
+class DecodeLimits(Section):
+    """What an uploaded image may be: checked from the bytes and the header before decoding."""
+
+    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    min_image_side: int = Field(16, ge=1)
+
+
 # Each detector's usual operating point: YuNet's OpenCV Zoo demo default and InsightFace's SCRFD default.
 DETECTOR_SCORE_THRESHOLDS = {"yunet": 0.6, "scrfd": 0.5}
+
+
+class DetectionSettings(Section):
+    """The detector and which of its detections count as faces (requests may narrow the last three)."""
+
+    name: Literal["yunet", "scrfd"] = Field("yunet", validation_alias=_env("DETECTOR"),
+                                            description="ANYFACE_DETECTOR")
+    score_threshold_override: float | None = Field(
+        None, ge=0.0, le=1.0, validation_alias=_env("DET_SCORE_THRESHOLD"),
+        description="ANYFACE_DET_SCORE_THRESHOLD: minimum detection score; default: the detector's own "
+                    "(yunet 0.6, scrfd 0.5)")
+    max_side: int = Field(1280, ge=64, validation_alias=_env("DET_MAX_SIDE"),
+                          description="ANYFACE_DET_MAX_SIDE: images are downscaled to this side for detection")
+    min_face_size: float = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
+    max_faces: int = Field(32, ge=1)
+
+    @property
+    def score_threshold(self) -> float:
+        """The detection score threshold in force."""
+        if self.score_threshold_override is not None:
+            return self.score_threshold_override
+        return DETECTOR_SCORE_THRESHOLDS[self.name]
+
+
+class BatchingSettings(Section):
+    """Micro-batching of the faces of concurrent requests into one embedding call per resolution."""
+
+    max_batch: int = Field(32, ge=1)
+    max_batch_wait_ms: float = Field(2.0, ge=0.0)
+
+    @property
+    def max_wait_s(self) -> float:
+        return self.max_batch_wait_ms / 1000.0
+
+
+class IndexSettings(Section):
+    """The FAISS index of every gallery (docs/index.md measures each choice)."""
+
+    kind: Literal["flat", "hnsw", "ivfpq", "auto"] = Field(
+        "flat", validation_alias=_env("INDEX_TYPE"),
+        description="ANYFACE_INDEX_TYPE: flat (exact), hnsw, ivfpq, or auto (exact up to auto_exact_max)")
+    auto_exact_max: int = Field(200_000, ge=1, validation_alias=_env("INDEX_AUTO_EXACT_MAX"),
+                                description="ANYFACE_INDEX_AUTO_EXACT_MAX")
+    hnsw_m: int = Field(32, ge=2)
+    hnsw_ef_search: int = Field(256, ge=1, description="recall@1 0.996 at 100k faces; 1M needs 2048")
+    hnsw_ef_construction: int = Field(80, ge=1)
+    ivf_nlist: int = Field(1024, ge=1)
+    ivf_nprobe: int = Field(512, ge=1, description="IVF lists searched; 512 of 1024 for recall@1 >= 0.99")
+    pq_m: int = Field(32, ge=1)
+    pq_refine: int = Field(8, ge=0, description="IVF-PQ re-ranks k * pq_refine candidates exactly; 0 = codes only")
+    gpu: bool = Field(True, validation_alias=_env("FAISS_GPU"),
+                      description="ANYFACE_FAISS_GPU: search flat indexes on the GPU when FAISS has GPU support")
+    threads: int = Field(1, ge=0, validation_alias=_env("FAISS_THREADS"),
+                         description="ANYFACE_FAISS_THREADS: OpenMP threads per search; 0 = every core")
+
+
+class TritonSettings(Section):
+    """Where the Triton Inference Server is, for `ANYFACE_EMBEDDING_BACKEND=triton`."""
+
+    url: str = Field("localhost:8001", validation_alias=_env("TRITON_URL"), description="ANYFACE_TRITON_URL")
+    protocol: Literal["grpc", "http"] = Field("grpc", validation_alias=_env("TRITON_PROTOCOL"),
+                                              description="ANYFACE_TRITON_PROTOCOL")
+    timeout_s: float = Field(5.0, gt=0, validation_alias=_env("TRITON_TIMEOUT_S"),
+                             description="ANYFACE_TRITON_TIMEOUT_S")
 
 
 class Settings(BaseSettings):
     """Every knob of the service; the defaults run the embedded stack (ONNX Runtime, FAISS, SQLite)."""
 
-    model_config = SettingsConfigDict(env_prefix="ANYFACE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
+
+    # sections (their fields are read from their own ANYFACE_* variables)
+    decode: DecodeLimits = Field(default_factory=DecodeLimits)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
 
     # models
     model_dir: Path = Path("models")
     model_mirror: Path | None = None
-    detector: Literal["yunet", "scrfd"] = "yunet"
     embedding_backend: Literal["onnxruntime", "triton"] = "onnxruntime"
-    triton_url: str = "localhost:8001"
-    triton_protocol: Literal["grpc", "http"] = "grpc"
-    triton_timeout_s: float = 5.0
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = all cores")
+    branch_rule: Literal["ceil", "floor", "nearest"] = "ceil"
+    use_branches: bool = True
+    flip_test: bool = Field(False, description="embed each face and its mirror image and add them (2x embed cost)")
 
-    # input limits
-    max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
-    max_image_pixels: int = Field(40_000_000, gt=0)
-    min_image_side: int = Field(16, ge=1)
+    # requests
     max_images_per_request: int = Field(16, ge=1)
     max_inflight_requests: int = Field(
         64, ge=1, description="per worker: /v1 requests beyond this many in progress get 503 `overloaded`")
-
-    # detection and routing
-    det_score_threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="minimum detection score; default: the detector's own (yunet 0.6, scrfd 0.5)")
-    det_max_side: int = Field(1280, ge=64, description="images are downscaled to this side for detection")
-    min_face_size: int = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
-    max_faces: int = Field(32, ge=1)
-    branch_rule: Literal["ceil", "floor", "nearest"] = "ceil"
-    use_branches: bool = True
-
-    flip_test: bool = Field(False, description="embed each face and its mirror image and add them (2x embed cost)")
-
-    # embedding batches
-    max_batch: int = Field(32, ge=1)
-    max_batch_wait_ms: float = Field(2.0, ge=0.0)
-
-    # matching
     verify_threshold: float | None = Field(None, description="override the calibrated threshold")
     identify_threshold: float | None = None
     max_top_k: int = Field(100, ge=1)
+    page_size_max: int = Field(500, ge=1)
 
     # gallery
     store: str = "sqlite:///var/anyface/gallery.sqlite3"
-    index_type: Literal["flat", "hnsw", "ivfpq", "auto"] = "flat"
-    index_auto_exact_max: int = Field(200_000, ge=1)
-    hnsw_m: int = 32
-    hnsw_ef_search: int = Field(256, ge=1, description="recall@1 0.996 at 100k faces; 1M needs 2048")
-    ivf_nlist: int = 1024
-    ivf_nprobe: int = Field(512, ge=1, description="IVF lists searched; 512 of 1024 for recall@1 >= 0.99")
-    pq_m: int = 32
-    pq_refine: int = Field(8, ge=0, description="IVF-PQ re-ranks k * pq_refine candidates exactly; 0 = codes only")
-    hnsw_ef_construction: int = Field(80, ge=1)
-    faiss_gpu: bool = Field(True, description="search flat indexes on the GPU when FAISS has GPU support")
-    faiss_threads: int = Field(1, ge=0, description="FAISS OpenMP threads; 0 = FAISS's default (every core)")
-    page_size_max: int = Field(500, ge=1)
     follow_interval_s: float = Field(0.5, gt=0, description="how often the index applies the store's change feed")
 
     # server
@@ -109,11 +177,9 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def score_threshold(self) -> float:
-        """The detection score threshold in force."""
-        if self.det_score_threshold is not None:
-            return self.det_score_threshold
-        return DETECTOR_SCORE_THRESHOLDS[self.detector]
+    def max_request_bytes(self) -> int:
+        """The largest request body a worker reads: every image at its limit, plus form fields."""
+        return self.decode.max_image_bytes * self.max_images_per_request + 1024 * 1024
 
     def all_api_keys(self) -> list[ApiKey]:
         keys = list(self.api_keys)

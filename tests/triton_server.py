@@ -396,21 +396,17 @@ if __name__ == "__main__":  # `python tests/triton_server.py`: is the test Trito
 
 def aligned_lfw_faces(model_dir: Path, lfw: Path, resolutions: list[int], count: int = 16
                       ) -> dict[int, np.ndarray]:
-    """The largest face of `count` LFW photos (one per person, peopleDevTest order), detected by the service's
-    detector and aligned at every resolution straight from the photo, as the pipeline does: r -> N x r x r x 3."""
-    from service.detection import build_detector
+    """The main face of `count` LFW photos (one per person, peopleDevTest order), found by the service's face
+    path and aligned at every resolution straight from the photo, as the pipeline does: r -> N x r x r x 3."""
+    from service.core.wiring import build_offline
     from service.imaging.align import align_face
-    from service.imaging.decode import DecodeLimits, decode_image
-    from service.models.manifest import load_manifest
-    from service.settings import get_settings
+    from service.settings import Settings
     from tests.conftest import lfw_photo, people_with_photos
 
-    detector = build_detector(get_settings().model_copy(update={"model_dir": model_dir}), load_manifest(model_dir))
-    limits = DecodeLimits(10 * 1024 * 1024, 40_000_000, 16)
+    offline = build_offline(Settings(model_dir=model_dir))
     crops: dict[int, list[np.ndarray]] = {r: [] for r in resolutions}
     for name in people_with_photos(lfw, 1, count):
-        image = decode_image(lfw_photo(lfw, name).read_bytes(), limits)
-        faces = sorted(detector.detect(image), key=lambda f: -f.size)
+        image, faces = offline.path.find_faces(lfw_photo(lfw, name).read_bytes(), name, offline.face_filter)
         if not faces:
             continue
         for r in resolutions:

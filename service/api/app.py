@@ -1,4 +1,4 @@
-"""The FastAPI application: start-up, error rendering and request metrics."""
+"""The FastAPI application: start-up, the request guard (body size, load shedding) and request metrics."""
 
 from __future__ import annotations
 
@@ -8,61 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__, metrics
 from service.api.context import build_context
+from service.api.errors import error_response, install_error_handlers, service_error_response
 from service.api.routes import detect, galleries, health, identify, verify
-from service.errors import BackendUnavailable, ServiceError
-from service.gallery.store import StoreUnavailable
+from service.errors import BackendUnavailable
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    metrics.ERRORS.labels(code).inc()
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def _validation_code(exc: RequestValidationError) -> tuple[str, str]:
-    errors = exc.errors()
-    parts = []
-    code = "invalid_parameter"
-    for err in errors:
-        where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
-        parts.append(f"{where}: {err.get('msg')}")
-        if err.get("type") == "missing":
-            code = "missing_field"
-    return code, "; ".join(parts)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return error_response(503, "store_unavailable", f"the gallery store is unavailable: {exc}")
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        code, message = _validation_code(exc)
-        return error_response(422, code, message)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code,
-                                                                                          "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal error; see the server log")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -85,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    max_body = settings.max_image_bytes * settings.max_images_per_request + 1024 * 1024
+    max_body = settings.max_request_bytes
     inflight = 0  # /v1 requests in progress in this worker (one event loop: no lock needed)
 
     @app.middleware("http")
@@ -106,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 response = await call_next(request)
             except BackendUnavailable as exc:
-                response = error_response(exc.status, exc.code, exc.message)
+                response = service_error_response(exc)
             finally:
                 inflight -= 1
         route = request.scope.get("route")

@@ -29,10 +29,15 @@ class KeyRing:
         raise Unauthorized("unknown API key")
 
 
+def caller_key(request: Request) -> ApiKey | None:
+    """The request's key (None when the service has no keys); `Unauthorized` for a missing or unknown one."""
+    ring: KeyRing = request.app.state.ctx.keys
+    return ring.lookup(request.headers.get("x-api-key"))
+
+
 def authorize(request: Request, gallery: str | None, write: bool) -> None:
     """Raise unless the request's key may read (or write) the gallery (None: no particular gallery)."""
-    ring: KeyRing = request.app.state.ctx.keys
-    key = ring.lookup(request.headers.get("x-api-key"))
+    key = caller_key(request)
     if key is None:
         return
     if not key.allows(gallery, write):

@@ -6,8 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.gallery.store import FaceRecord, GalleryInfo, Subject
-from service.pipeline import AnalyzedFace
+from service.core.face_path import AnalyzedFace
+from service.core.galleries import GalleryView
+from service.core.recognition import Identification, Verification
+from service.gallery.store import FaceRecord, Subject
 
 
 class Box(BaseModel):
@@ -63,6 +65,14 @@ class VerifyResponse(BaseModel):
     face_b: FaceOut | None = None
     subject: SubjectRef | None = None
 
+    @classmethod
+    def of(cls, v: Verification) -> VerifyResponse:
+        subject = None
+        if v.gallery is not None and v.subject_id is not None:
+            subject = SubjectRef(gallery=v.gallery, subject_id=v.subject_id, name=v.subject_name)
+        return cls(similarity=v.similarity, threshold=v.threshold, match=v.match, face_a=FaceOut.of(v.face_a),
+                   face_b=FaceOut.of(v.face_b) if v.face_b is not None else None, subject=subject)
+
 
 class Candidate(BaseModel):
     subject_id: str
@@ -81,6 +91,15 @@ class IdentifyResponse(BaseModel):
     threshold: float
     top_k: int
     faces: list[IdentifiedFace]
+
+    @classmethod
+    def of(cls, result: Identification) -> IdentifyResponse:
+        return cls(gallery=result.gallery, threshold=result.threshold, top_k=result.top_k, faces=[
+            IdentifiedFace(face=FaceOut.of(f.face), candidates=[
+                Candidate(subject_id=c.subject_id, name=c.name, similarity=c.similarity, face_id=c.face_id)
+                for c in f.candidates])
+            for f in result.faces
+        ])
 
 
 class FaceRecordOut(BaseModel):
@@ -126,6 +145,12 @@ class GalleryOut(BaseModel):
     index_type: str
     indexed_faces: int
 
+    @classmethod
+    def of(cls, view: GalleryView) -> GalleryOut:
+        info = view.info
+        return cls(name=info.name, subjects=info.subjects, faces=info.faces, created_at=info.created_at,
+                   index_type=view.index_type, indexed_faces=view.indexed_faces)
+
 
 class GalleryList(BaseModel):
     galleries: list[GalleryOut]
@@ -143,8 +168,3 @@ class SubjectPatch(BaseModel):
 
 class Deleted(BaseModel):
     deleted: bool = True
-
-
-def gallery_out(info: GalleryInfo, index_type: str, indexed: int) -> GalleryOut:
-    return GalleryOut(name=info.name, subjects=info.subjects, faces=info.faces, created_at=info.created_at,
-                      index_type=index_type, indexed_faces=indexed)

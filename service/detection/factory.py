@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from service.detection.base import Detector
 from service.detection.scrfd import ScrfdDetector
 from service.detection.yunet import YuNetDetector
 from service.models.manifest import Manifest
-from service.settings import Settings
+from service.settings import DetectionSettings
 
 
-def build_detector(settings: Settings, manifest: Manifest) -> Detector:
-    entry = manifest.models.get(settings.detector)
+def build_detector(detection: DetectionSettings, manifest: Manifest, model_dir: Path, threads: int = 0,
+                   score_threshold: float | None = None) -> Detector:
+    """The detector named in `detection`, keeping detections from `score_threshold` (default: the configured
+    one) up."""
+    entry = manifest.models.get(detection.name)
     if entry is None or entry.role != "detector":
         raise RuntimeError(
-            f"detector {settings.detector!r} is not in the manifest; run `python -m service.models fetch`"
+            f"detector {detection.name!r} is not in the manifest; run `python -m service.models fetch`"
         )
-    path = settings.model_dir / entry.file
-    if settings.detector == "yunet":
-        return YuNetDetector(path, settings.score_threshold, settings.det_max_side)
-    return ScrfdDetector(path, settings.score_threshold, settings.det_max_side, threads=settings.intra_op_threads)
+    path = model_dir / entry.file
+    score = detection.score_threshold if score_threshold is None else score_threshold
+    if detection.name == "yunet":
+        return YuNetDetector(path, score, detection.max_side)
+    return ScrfdDetector(path, score, detection.max_side, mean=entry.mean, std=entry.std, threads=threads)

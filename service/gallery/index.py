@@ -6,7 +6,7 @@ by default the PQ candidates are re-ranked with the exact vectors, `IndexRefineF
 recall@1 to 0.99 on face embeddings, see docs/index.md) and `auto` (exact up to a size, then IVF-PQ: on 1M
 LFW-like faces it reached recall@1 0.99 at 7 ms per query, built in 41 s and took 535 MiB, where HNSW needed
 efSearch 2048, a 9-minute build and 755 MiB).
-A flat index goes to the GPU(s) when FAISS has GPU support and `IndexParams.gpu` allows it.
+A flat index goes to the GPU(s) when FAISS has GPU support and `IndexSettings.gpu` allows it.
 Every method is thread-safe.
 """
 
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
+
+from service.settings import IndexSettings
 
 MIN_TRAIN_PER_LIST = 39  # FAISS wants ~39 training points per IVF list
 # Exact search of a batch of at least this many queries goes through BLAS (sgemm) rather than FAISS's SIMD loop;
@@ -32,21 +34,6 @@ def gpu_count() -> int:
 
 
 @dataclass(frozen=True)
-class IndexParams:
-    kind: str = "flat"
-    auto_exact_max: int = 200_000
-    hnsw_m: int = 32
-    hnsw_ef_search: int = 256  # recall@1 0.996 at 100k faces; 1M needs 2048 (docs/index.md)
-    hnsw_ef_construction: int = 80
-    ivf_nlist: int = 1024
-    ivf_nprobe: int = 512  # recall@1 >= 0.99 on face embeddings needs half the lists (docs/index.md)
-    pq_m: int = 32
-    pq_refine: int = 8  # re-rank k * pq_refine PQ candidates with the exact vectors; 0: PQ codes only
-    gpu: bool = True  # flat indexes on the GPU(s) when FAISS has GPU support
-    threads: int = 1  # OpenMP threads per search; 0 = FAISS's default (every core)
-
-
-@dataclass(frozen=True)
 class Hit:
     face_id: int
     subject_id: str
@@ -54,7 +41,7 @@ class Hit:
 
 
 class GalleryIndex:
-    def __init__(self, dim: int, params: IndexParams) -> None:
+    def __init__(self, dim: int, params: IndexSettings) -> None:
         self.dim = dim
         self.params = params
         self._lock = threading.RLock()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service import metrics
-from service.gallery.index import GalleryIndex, Hit, IndexParams
+from service.gallery.index import GalleryIndex, Hit
 from service.gallery.store import (
     FaceRecord,
     FeedTruncated,
@@ -26,12 +26,13 @@ from service.gallery.store import (
     StoreUnavailable,
     Subject,
 )
+from service.settings import IndexSettings
 
 log = logging.getLogger(__name__)
 
 
 class GalleryManager:
-    def __init__(self, store: GalleryStore, dim: int, params: IndexParams, follow_interval_s: float = 0.5) -> None:
+    def __init__(self, store: GalleryStore, dim: int, params: IndexSettings, follow_interval_s: float = 0.5) -> None:
         self.store = store
         self.dim = dim
         self.params = params

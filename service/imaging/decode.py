@@ -8,47 +8,40 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import EmptyImage, ImageTooLarge, ImageTooManyPixels, ImageTooSmall, InvalidImage
+from service.settings import DecodeLimits
 
 # We enforce our own pixel limit from the header; Pillow's bomb check would raise a less clear error first.
 Image.MAX_IMAGE_PIXELS = None
 
 
-@dataclass(frozen=True)
-class DecodeLimits:
-    max_bytes: int
-    max_pixels: int
-    min_side: int
-
-
 def decode_image(data: bytes, limits: DecodeLimits, field: str = "image") -> np.ndarray:
-    image: Image.Image
     """Return an `H x W x 3` RGB uint8 array or raise a `ServiceError` naming the upload field."""
+    image: Image.Image
     if not data:
         raise EmptyImage(f"{field}: the upload is empty (0 bytes)")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLarge(f"{field}: {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
+    if len(data) > limits.max_image_bytes:
+        raise ImageTooLarge(f"{field}: {len(data)} bytes exceeds the limit of {limits.max_image_bytes} bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > limits.max_pixels:
+            if width * height > limits.max_image_pixels:
                 raise ImageTooManyPixels(
-                    f"{field}: {width}x{height} = {width * height} pixels exceeds the limit of {limits.max_pixels}"
+                    f"{field}: {width}x{height} = {width * height} pixels exceeds the limit of {limits.max_image_pixels}"
                 )
             image.load()
             image = ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"{field}: not a decodable image ({exc.__class__.__name__}: {exc})") from exc
     width, height = image.size
-    if min(width, height) < limits.min_side:
-        raise ImageTooSmall(f"{field}: {width}x{height} is below the minimum side of {limits.min_side} pixels")
+    if min(width, height) < limits.min_image_side:
+        raise ImageTooSmall(f"{field}: {width}x{height} is below the minimum side of {limits.min_image_side} pixels")
     return _to_rgb(image)
 
 

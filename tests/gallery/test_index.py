@@ -5,14 +5,14 @@ Fast (no models, no LFW): small clustered unit vectors. bench/index.py measures 
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import faiss
 import numpy as np
 import pytest
 
 from service.gallery import index as index_module
-from service.gallery.index import MIN_TRAIN_PER_LIST, GalleryIndex, IndexParams
+from service.gallery.index import MIN_TRAIN_PER_LIST, GalleryIndex
+from service.settings import IndexSettings
 
 DIM = 64
 
@@ -28,19 +28,19 @@ def clustered(n: int, clusters: int = 50, spread: float = 0.35, seed: int = 0) -
     return unit(centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, DIM)) / np.sqrt(DIM) * 4)
 
 
-def filled(params: IndexParams, n: int, seed: int = 0) -> tuple[GalleryIndex, np.ndarray]:
+def filled(params: IndexSettings, n: int, seed: int = 0) -> tuple[GalleryIndex, np.ndarray]:
     vectors = clustered(n, seed=seed)
     index = GalleryIndex(DIM, params)
     index.add(list(range(1, n + 1)), [f"s{i}" for i in range(1, n + 1)], vectors)
     return index, vectors
 
 
-SMALL_IVF = IndexParams(kind="ivfpq", ivf_nlist=8, ivf_nprobe=8, pq_m=16)
+SMALL_IVF = IndexSettings(kind="ivfpq", ivf_nlist=8, ivf_nprobe=8, pq_m=16)
 TRAIN_SIZE = SMALL_IVF.ivf_nlist * MIN_TRAIN_PER_LIST
 
 
 def test_add_and_remove_are_idempotent() -> None:
-    index, vectors = filled(IndexParams(), 100)
+    index, vectors = filled(IndexSettings(), 100)
     assert index.add([1, 2, 3], ["s1", "s2", "s3"], vectors[:3]) == 0
     assert len(index) == 100
     assert index.add([1, 101], ["s1", "s101"], vectors[:2]) == 1  # only the new id goes in
@@ -56,7 +56,7 @@ def test_best_face_per_subject() -> None:
     query = unit(rng.standard_normal((1, DIM)))
     near = unit(query + 0.05 * rng.standard_normal((3, DIM)))
     far = unit(query + 0.5 * rng.standard_normal((1, DIM)))
-    index = GalleryIndex(DIM, IndexParams())
+    index = GalleryIndex(DIM, IndexSettings())
     index.add([10, 11, 12, 20], ["alice", "alice", "alice", "bob"], np.vstack([near, far]))
     hits = index.search(query, 2)[0]
     assert [h.subject_id for h in hits] == ["alice", "bob"]
@@ -67,7 +67,7 @@ def test_best_face_per_subject() -> None:
 
 def test_top_k_larger_than_subjects_returns_each_subject_once() -> None:
     vectors = clustered(40)
-    index = GalleryIndex(DIM, IndexParams())
+    index = GalleryIndex(DIM, IndexSettings())
     index.add(list(range(40)), [f"s{i % 7}" for i in range(40)], vectors)  # 7 subjects, ~6 faces each
     hits = index.search(vectors[:3], 50)
     for row in hits:
@@ -76,7 +76,7 @@ def test_top_k_larger_than_subjects_returns_each_subject_once() -> None:
 
 
 def test_hnsw_tombstones_then_rebuild() -> None:
-    index, vectors = filled(IndexParams(kind="hnsw", hnsw_ef_search=64), 500)
+    index, vectors = filled(IndexSettings(kind="hnsw", hnsw_ef_search=64), 500)
     assert index.kind == "hnsw"
     gone = list(range(1, 21))  # 4%: hidden, not yet rebuilt
     assert index.remove(gone) == 20
@@ -113,12 +113,12 @@ def test_ivfpq_removal_with_and_without_refine() -> None:
     assert refined._tombstones == set() and refined.kind == "ivfpq" and len(refined) == n - n // 8 + 1
     assert refined.search(vectors[-1:], 1)[0][0].face_id == n
 
-    plain, _ = filled(replace(SMALL_IVF, pq_refine=0), n)
+    plain, _ = filled(SMALL_IVF.model_copy(update=dict(pq_refine=0)), n)
     assert plain.remove([1, 2]) == 2 and plain._tombstones == set() and plain._index.ntotal == n - 2
 
 
 def test_auto_switches_to_ivfpq_above_exact_max() -> None:
-    params = replace(SMALL_IVF, kind="auto", auto_exact_max=TRAIN_SIZE + 50)
+    params = SMALL_IVF.model_copy(update=dict(kind="auto", auto_exact_max=TRAIN_SIZE + 50))
     vectors = clustered(TRAIN_SIZE + 100)
     index = GalleryIndex(DIM, params)
     index.add(list(range(TRAIN_SIZE + 50)), ["a"] * (TRAIN_SIZE + 50), vectors[: TRAIN_SIZE + 50])
@@ -132,16 +132,16 @@ def test_auto_switches_to_ivfpq_above_exact_max() -> None:
 
 
 def test_auto_stays_exact_while_too_small_to_train() -> None:
-    params = IndexParams(kind="auto", auto_exact_max=100, ivf_nlist=64)  # 64 lists want 2,496 faces
+    params = IndexSettings(kind="auto", auto_exact_max=100, ivf_nlist=64)  # 64 lists want 2,496 faces
     index, _ = filled(params, 500)
     assert index.kind == "flat"
 
 
 @pytest.mark.parametrize("params", [
-    IndexParams(kind="hnsw", hnsw_m=16, hnsw_ef_search=64),
-    IndexParams(kind="ivfpq", ivf_nlist=32, ivf_nprobe=24, pq_m=16),
+    IndexSettings(kind="hnsw", hnsw_m=16, hnsw_ef_search=64),
+    IndexSettings(kind="ivfpq", ivf_nlist=32, ivf_nprobe=24, pq_m=16),
 ], ids=["hnsw", "ivfpq"])
-def test_approximate_recall_at_1_against_flat(params: IndexParams) -> None:
+def test_approximate_recall_at_1_against_flat(params: IndexSettings) -> None:
     """Same top-1 face as exact search for >= 99% of queries. Not a formality: on this set HNSW with M=4 scores
     0.38, IVF-PQ without re-ranking (`pq_refine=0`) 0.97 and with re-ranking 0.9975 (nprobe 24 of 32 lists)."""
     n = 32 * MIN_TRAIN_PER_LIST + 3000
@@ -149,7 +149,7 @@ def test_approximate_recall_at_1_against_flat(params: IndexParams) -> None:
     rng = np.random.default_rng(4)
     queries = unit(gallery[rng.choice(n, 400, replace=False)] + 0.15 * rng.standard_normal((400, DIM)))
     ids, subjects = list(range(n)), [f"s{i}" for i in range(n)]
-    exact = GalleryIndex(DIM, IndexParams())
+    exact = GalleryIndex(DIM, IndexSettings())
     exact.add(ids, subjects, gallery)
     approx = GalleryIndex(DIM, params)
     approx.add(ids, subjects, gallery)
@@ -170,7 +170,7 @@ def test_flat_index_goes_to_gpu_when_faiss_has_one(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(index_module, "gpu_count", lambda: 1)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpu)
-    index, vectors = filled(IndexParams(), 50)
+    index, vectors = filled(IndexSettings(), 50)
     index.search(vectors[:1], 1)
     index.search(vectors[:1], 1)
     assert len(copies) == 1
@@ -180,6 +180,6 @@ def test_flat_index_goes_to_gpu_when_faiss_has_one(monkeypatch: pytest.MonkeyPat
     assert index.search(vectors[:1], 2)[0][0].face_id == 1
     assert len(copies) == 2 and copies[1].ntotal == 50  # a removal makes a fresh copy
 
-    cpu_only, _ = filled(IndexParams(gpu=False), 10)
+    cpu_only, _ = filled(IndexSettings(gpu=False), 10)
     cpu_only.search(vectors[:1], 1)
     assert len(copies) == 2

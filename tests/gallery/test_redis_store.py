@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import redis
 
-from service.gallery.index import IndexParams
 from service.gallery.manager import GalleryManager
 from service.gallery.redis_store import RedisStore
 from service.gallery.sqlite_store import SqliteStore
 from service.gallery.store import FeedTruncated, GalleryStore, NewFace, StoreUnavailable
+from service.settings import IndexSettings
 from tests.conftest import ManagedProcess, ServiceProcess, free_port, lfw_photo, people_with_photos
 
 DIM = 8
@@ -251,7 +251,7 @@ def test_manager_follows_another_writer(store: GalleryStore, tmp_path: Path) -> 
     else:
         assert isinstance(store, RedisStore)
         other = _same_redis(store)
-    follower = GalleryManager(other, DIM, IndexParams(), follow_interval_s=0.05)
+    follower = GalleryManager(other, DIM, IndexSettings(), follow_interval_s=0.05)
     follower.load()
     assert follower.ready
     follower.start_following()
@@ -323,7 +323,7 @@ def test_redis_truncated_feed_makes_the_follower_reload(redis_server: _RedisServ
     url = _redis_url(redis_server)
     writer = RedisStore(url, stream_maxlen=10)  # MAXLEN ~ trims whole stream nodes (100 entries each)
     writer.add_faces("g", "first", None, None, _faces(0))
-    follower = GalleryManager(RedisStore(url), DIM, IndexParams(), follow_interval_s=0.05)
+    follower = GalleryManager(RedisStore(url), DIM, IndexSettings(), follow_interval_s=0.05)
     follower.load()
     assert follower.index_size("g") == 1
     for i in range(1, 301):
@@ -382,7 +382,7 @@ def test_redis_hung_raises_store_unavailable_within_the_read_timeout(redis_serve
 def test_follower_started_while_redis_is_down_becomes_ready_when_it_is_back(redis_server_bin: str,
                                                                            tmp_path: Path) -> None:
     server = _RedisServer(redis_server_bin, tmp_path / "late")  # not started yet
-    manager = GalleryManager(RedisStore(server.url), DIM, IndexParams(), follow_interval_s=0.05)
+    manager = GalleryManager(RedisStore(server.url), DIM, IndexSettings(), follow_interval_s=0.05)
     with pytest.raises(StoreUnavailable):
         manager.load()
     manager.start_following()

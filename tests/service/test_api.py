@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.api.app import create_app
-from service.settings import Settings
+from service.settings import DecodeLimits, DetectionSettings, Settings
 from tests.conftest import lfw_photo
 from tests.images import blank, encode, side_by_side
 
@@ -22,8 +22,8 @@ MAX_PIXELS = 4_000_000
 @pytest.fixture(scope="module")
 def api(model_dir: Path, lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     store = tmp_path_factory.mktemp("store") / "gallery.sqlite3"
-    settings = Settings(model_dir=model_dir, store=f"sqlite:///{store}", max_image_bytes=MAX_BYTES,
-                        max_image_pixels=MAX_PIXELS, max_top_k=50)
+    settings = Settings(model_dir=model_dir, store=f"sqlite:///{store}", max_top_k=50,
+                        decode=DecodeLimits(max_image_bytes=MAX_BYTES, max_image_pixels=MAX_PIXELS))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
@@ -339,9 +339,9 @@ def test_overload_is_shed_with_503(model_dir: Path, lfw_dir: Path, tmp_path: Pat
 
 def test_scrfd_detector_and_flip_test(model_dir: Path, lfw_dir: Path, tmp_path: Path) -> None:
     """The SCRFD option with mirrored-crop embedding: same answers on real pairs, its own score threshold."""
-    settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp_path / 'g.sqlite3'}", detector="scrfd",
-                        flip_test=True)
-    assert settings.score_threshold == 0.5
+    settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp_path / 'g.sqlite3'}",
+                        detection=DetectionSettings(name="scrfd"), flip_test=True)
+    assert settings.detection.score_threshold == 0.5
     with TestClient(create_app(settings)) as client:
         faces = client.post("/v1/detect", files={"image": photo(lfw_dir, "Aaron_Peirsol")}).json()["faces"]
         assert len(faces) == 1 and 80 < faces[0]["size"] < 180

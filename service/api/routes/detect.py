@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from service import metrics
 from service.api.auth import authorize
-from service.api.params import read_upload
+from service.api.context import core_of
+from service.api.params import UploadImage, overrides
 from service.api.schemas import DetectResponse, FaceOut, ImageSize
 
 router = APIRouter(tags=["faces"])
@@ -21,10 +21,8 @@ async def detect(
     max_faces: int | None = Form(None, ge=1),
 ) -> DetectResponse:
     authorize(request, None, write=False)
-    ctx = request.app.state.ctx
-    data = await read_upload(image, ctx.settings.max_image_bytes, "image")
-    result = await ctx.pipeline.analyze(data, "image", ctx.face_filter(min_face_size, det_score_threshold, max_faces),
-                                        embed=False)
-    metrics.FACES_PER_REQUEST.labels("detect").observe(len(result.faces))
+    core = core_of(request)
+    result = await core.recognition.detect(UploadImage(image, core.settings.decode.max_image_bytes, "image"),
+                                           overrides(min_face_size, det_score_threshold, max_faces))
     return DetectResponse(image=ImageSize(width=result.width, height=result.height),
                           faces=[FaceOut.of(f, embedded=False) for f in result.faces])

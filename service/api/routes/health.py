@@ -10,7 +10,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from starlette.concurrency import run_in_threadpool
 
 from service import metrics
-from service.gallery.manager import ensure_store_available
 
 router = APIRouter(tags=["health"])
 
@@ -25,9 +24,7 @@ async def readyz(request: Request) -> JSONResponse:
     ctx = getattr(request.app.state, "ctx", None)
     checks = {"models": ctx is not None}
     if ctx is not None:
-        checks["embedding_backend"] = await run_in_threadpool(ctx.backend.ready)
-        checks["store"] = await run_in_threadpool(ensure_store_available, ctx.gallery.store)
-        checks["gallery_index"] = ctx.gallery.ready
+        checks.update(await run_in_threadpool(ctx.core.readiness))
     ready = all(checks.values())
     metrics.READY.set(1 if ready else 0)
     body = {"ready": ready, "checks": checks}

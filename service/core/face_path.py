@@ -1,0 +1,137 @@
+"""The face path of one photo, without HTTP and without asyncio: decode -> detect -> filter -> rank -> route ->
+align.
+
+The service (through `pipeline.FacePipeline`), the benchmarks, the threshold calibration and the training crops
+all call this one path, so they see the same faces: the same detector settings, the same filter and the same rule
+for the main face of a photo (`rank_by_prominence`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import metrics
+from service.detection import DetectedFace, Detector
+from service.embedding.router import Rule, route
+from service.errors import NoFace
+from service.imaging.align import align_face
+from service.imaging.decode import decode_image
+from service.settings import DecodeLimits, DetectionSettings
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Time a pipeline stage into `anyface_stage_duration_seconds{stage=name}`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.STAGE_LATENCY.labels(name).observe(time.perf_counter() - started)
+
+
+def prominence(face: DetectedFace, width: int, height: int) -> float:
+    """How much a face is "the" face of a photo: its box area inside the image, less twice the squared distance
+    of its centre from the image centre (InsightFace's ranking). A large face cut off at the border, typical of
+    bystanders, ranks below the centred subject."""
+    x1, y1, x2, y2 = (float(v) for v in face.box)
+    area = max(0.0, min(x2, width) - max(x1, 0.0)) * max(0.0, min(y2, height) - max(y1, 0.0))
+    dx, dy = (x1 + x2) / 2 - width / 2, (y1 + y2) / 2 - height / 2
+    return area - 2.0 * (dx * dx + dy * dy)
+
+
+def rank_by_prominence(faces: list[DetectedFace], width: int, height: int) -> list[DetectedFace]:
+    """The faces, the main face of the photo first (most prominent), then the others by prominence."""
+    return sorted(faces, key=lambda f: -prominence(f, width, height))
+
+
+@dataclass(frozen=True)
+class FaceFilter:
+    """Which detections count as faces for a request."""
+
+    min_face_size: float
+    score_threshold: float
+    max_faces: int
+
+    @classmethod
+    def of(cls, detection: DetectionSettings, min_face_size: float | None = None, score: float | None = None,
+           max_faces: int | None = None) -> FaceFilter:
+        """The configured filter, narrowed by a request's own values where it gives them."""
+        return cls(
+            min_face_size=detection.min_face_size if min_face_size is None else min_face_size,
+            score_threshold=detection.score_threshold if score is None else score,
+            max_faces=detection.max_faces if max_faces is None else min(detection.max_faces, max_faces),
+        )
+
+    def keep(self, faces: list[DetectedFace]) -> list[DetectedFace]:
+        return [f for f in faces if f.score >= self.score_threshold and f.size >= self.min_face_size]
+
+
+@dataclass
+class AnalyzedFace:
+    face: DetectedFace
+    resolution: int
+    branch: str
+    embedding: np.ndarray | None = None
+
+
+@dataclass
+class AnalyzedImage:
+    width: int
+    height: int
+    faces: list[AnalyzedFace]  # the main face first (`rank_by_prominence`)
+
+    def main_face(self, field: str) -> AnalyzedFace:
+        """The most prominent face of the photo; `NoFace` naming the upload field when there is none."""
+        if not self.faces:
+            raise NoFace(f"{field}: no face found in the image")
+        return self.faces[0]
+
+
+class FacePath:
+    """Decode, detect, filter, rank, route and align the faces of one photo (thread-safe, synchronous)."""
+
+    def __init__(self, detector: Detector, limits: DecodeLimits, resolutions: list[int], model_names: dict[int, str],
+                 rule: Rule = "ceil") -> None:
+        self.detector = detector
+        self.limits = limits
+        self.resolutions = sorted(resolutions)
+        self.model_names = model_names
+        self.rule = rule
+
+    def route(self, face: DetectedFace) -> int:
+        """The embedder resolution for a face of this size (BTNet's resolution indicator)."""
+        return route(face.size, self.resolutions, self.rule)
+
+    def find_faces(self, data: bytes, field: str, flt: FaceFilter) -> tuple[np.ndarray, list[DetectedFace]]:
+        """The decoded RGB image and its faces that pass the filter, the main face first."""
+        with stage("decode"):
+            image = decode_image(data, self.limits, field)
+        with stage("detect"):
+            detections = self.detector.detect(image)
+        ranked = rank_by_prominence(flt.keep(detections), image.shape[1], image.shape[0])
+        return image, ranked[: flt.max_faces]
+
+    def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True
+                ) -> tuple[AnalyzedImage, list[np.ndarray]]:
+        """Every face of one photo, routed to its resolution, and (with `align`) its aligned crop."""
+        image, kept = self.find_faces(data, field, flt)
+        faces = [AnalyzedFace(f, res, self.model_names[res]) for f in kept for res in [self.route(f)]]
+        crops: list[np.ndarray] = []
+        if align:
+            with stage("align"):
+                crops = [align_face(image, f.face.landmarks, f.resolution) for f in faces]
+        return AnalyzedImage(image.shape[1], image.shape[0], faces), crops
+
+    def main_face_crop(self, data: bytes, flt: FaceFilter, resolution: int, field: str = "image"
+                       ) -> np.ndarray | None:
+        """The main face of a photo aligned at `resolution` (whatever its size), or None without a face: what
+        the offline tools (benchmarks, calibration, training crops) embed."""
+        image, kept = self.find_faces(data, field, flt)
+        if not kept:
+            return None
+        return align_face(image, kept[0].landmarks, resolution)

@@ -1,0 +1,153 @@
+"""Enrolment and gallery management, without HTTP: galleries, subjects and faces.
+
+Writes go through `GalleryManager` (store first, then the in-memory index); reads go to the store. A missing
+gallery or subject is told apart in one place (`require_gallery`, `require_subject`): a subject that does not
+exist in a gallery that does not exist either is `GalleryNotFound`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from anyio import to_thread
+
+from service import metrics
+from service.core.face_path import FaceFilter, stage
+from service.core.inputs import FilterOverrides, ImageSource
+from service.core.pipeline import FacePipeline
+from service.errors import FaceNotFound, GalleryNotFound, InvalidParameter, MultipleFaces, NoFace, SubjectNotFound
+from service.gallery.index import Hit
+from service.gallery.manager import GalleryManager
+from service.gallery.store import FaceRecord, GalleryInfo, GalleryStore, NewFace, Subject
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class GalleryView:
+    """A gallery as the store counts it and as this process's index holds it."""
+
+    info: GalleryInfo
+    index_type: str
+    indexed_faces: int
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    subject: Subject
+    faces: list[FaceRecord]
+
+
+class Galleries:
+    def __init__(self, settings: Settings, manager: GalleryManager, pipeline: FacePipeline) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.pipeline = pipeline
+
+    @property
+    def _store(self) -> GalleryStore:
+        return self.manager.store
+
+    # -- existence ------------------------------------------------------------------------------------------
+    async def require_gallery(self, gallery: str) -> None:
+        """`GalleryNotFound` unless the gallery exists (in this process's index or in the store)."""
+        if not await to_thread.run_sync(self.manager.has_gallery, gallery):
+            raise GalleryNotFound(f"gallery {gallery!r} does not exist")
+
+    async def require_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject:
+        subject = await to_thread.run_sync(self._store.get_subject, gallery, subject_id, with_faces)
+        if subject is None:
+            await self._subject_missing(gallery, subject_id)
+        return subject  # type: ignore[return-value]
+
+    async def _subject_missing(self, gallery: str, subject_id: str) -> None:
+        """Raise the right 'not found' for a subject that is not there."""
+        await self.require_gallery(gallery)
+        raise SubjectNotFound(f"subject {subject_id!r} does not exist in gallery {gallery!r}")
+
+    # -- enrolment ------------------------------------------------------------------------------------------
+    async def enroll(self, gallery: str, subject_id: str, images: Sequence[ImageSource], name: str | None = None,
+                     metadata: dict[str, Any] | None = None, allow_multiple: bool = False,
+                     overrides: FilterOverrides | None = None) -> Enrolment:
+        """Create the gallery and subject when new and add one face per photo, all or nothing: every photo is
+        checked (exactly one face, or its main face with `allow_multiple`) before anything is written."""
+        if not images:
+            raise InvalidParameter("images: at least one file is required", code="missing_field")
+        if len(images) > self.settings.max_images_per_request:
+            raise InvalidParameter(f"images: at most {self.settings.max_images_per_request} per request",
+                                   code="too_many_images")
+        o = overrides or FilterOverrides()
+        flt = FaceFilter.of(self.settings.detection, o.min_face_size, o.score_threshold)
+        new_faces: list[NewFace] = []
+        for image in images:
+            result = await self.pipeline.analyze(await image.read(), image.field, flt)
+            metrics.FACES_PER_REQUEST.labels("enroll").observe(len(result.faces))
+            if not result.faces:
+                raise NoFace(f"{image.field}: no face found in the image")
+            if len(result.faces) > 1 and not allow_multiple:
+                raise MultipleFaces(f"{image.field}: {len(result.faces)} faces found; send a photo of one face or "
+                                    "set allow_multiple=true to enrol the largest")
+            face = result.faces[0]
+            new_faces.append(NewFace(face.embedding, [float(v) for v in face.face.box], face.branch))  # type: ignore[arg-type]
+        subject, records = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
+                                                    new_faces)
+        return Enrolment(subject, records)
+
+    # -- queries --------------------------------------------------------------------------------------------
+    def _view(self, info: GalleryInfo) -> GalleryView:
+        return GalleryView(info, self.manager.index_kind(info.name), self.manager.index_size(info.name))
+
+    async def list_galleries(self, visible: Callable[[str], bool] | None = None) -> list[GalleryView]:
+        """Every gallery (that `visible` lets the caller see)."""
+        infos = await to_thread.run_sync(self._store.list_galleries)
+        return [self._view(i) for i in infos if visible is None or visible(i.name)]
+
+    async def get_gallery(self, gallery: str) -> GalleryView:
+        info = await to_thread.run_sync(self._store.get_gallery, gallery)
+        if info is None:
+            raise GalleryNotFound(f"gallery {gallery!r} does not exist")
+        return self._view(info)
+
+    async def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
+        """One page of subjects ordered by id after `cursor`, and the next cursor (None at the end)."""
+        if limit > self.settings.page_size_max:
+            raise InvalidParameter(f"limit: at most {self.settings.page_size_max}")
+        if await to_thread.run_sync(self._store.get_gallery, gallery) is None:
+            raise GalleryNotFound(f"gallery {gallery!r} does not exist")
+        return await to_thread.run_sync(self._store.list_subjects, gallery, cursor, limit)
+
+    async def update_subject(self, gallery: str, subject_id: str, name: str | None,
+                             metadata: dict[str, Any] | None) -> Subject:
+        subject = await to_thread.run_sync(self._store.update_subject, gallery, subject_id, name, metadata)
+        if subject is None:
+            await self._subject_missing(gallery, subject_id)
+        return subject  # type: ignore[return-value]
+
+    # -- deletion -------------------------------------------------------------------------------------------
+    async def delete_gallery(self, gallery: str) -> None:
+        if not await to_thread.run_sync(self.manager.delete_gallery, gallery):
+            raise GalleryNotFound(f"gallery {gallery!r} does not exist")
+
+    async def delete_subject(self, gallery: str, subject_id: str) -> None:
+        if not await to_thread.run_sync(self.manager.delete_subject, gallery, subject_id):
+            await self._subject_missing(gallery, subject_id)
+
+    async def delete_face(self, gallery: str, subject_id: str, face_id: int) -> None:
+        if not await to_thread.run_sync(self.manager.delete_face, gallery, subject_id, face_id):
+            await self.require_subject(gallery, subject_id, with_faces=False)
+            raise FaceNotFound(f"face {face_id} does not exist for subject {subject_id!r} in gallery {gallery!r}")
+
+    # -- search (called from worker threads) ----------------------------------------------------------------
+    def subject_embeddings(self, gallery: str, subject_id: str) -> np.ndarray:
+        return self._store.subject_embeddings(gallery, subject_id)
+
+    def search(self, gallery: str, embeddings: np.ndarray, top_k: int, threshold: float
+               ) -> tuple[list[list[Hit]], dict[str, str | None]]:
+        """For each embedding the gallery's best `top_k` subjects at or above `threshold`, and their names."""
+        with stage("search"):
+            hits = self.manager.search(gallery, embeddings, top_k)
+            kept = [[h for h in face_hits if h.similarity >= threshold] for face_hits in hits]
+            names = self._store.subject_names(gallery, sorted({h.subject_id for hs in kept for h in hs}))
+        return kept, names
