@@ -1,4 +1,8 @@
-"""ONNX export with a dynamic batch, the checker, and ONNX Runtime sessions for the equality checks."""
+"""ONNX export with a dynamic batch and the checker; CPU sessions for the equality checks.
+
+Sessions themselves are built by `service.sessions.onnxruntime`, the same code the service runs; `session()` and
+`run()` here pin them to the CPU (reproducible comparisons against PyTorch) and one thread by default.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from service.models.contract import INPUT_TENSOR, OUTPUT_TENSOR
+from service.sessions import onnxruntime as ort_sessions
+
 OPSET = 17
 
 
@@ -18,8 +25,8 @@ def export_onnx(
     model: nn.Module,
     path: Path,
     input_shape: tuple[int, ...],
-    input_name: str = "input",
-    output_name: str = "embedding",
+    input_name: str = INPUT_TENSOR,
+    output_name: str = OUTPUT_TENSOR,
 ) -> Path:
     """Export `model` (eval mode) for an input of `input_shape` (batch excluded), batch dimension dynamic."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,14 +53,13 @@ def export_onnx(
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """A CPU-only ONNX Runtime session with `threads` intra-op threads (0 = every core)."""
+    return ort_sessions.create_session(path, threads, device="cpu")
 
 
 def run(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
-    return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    """The output of a single-input single-output model on `x` (float32)."""
+    return ort_sessions.run(sess, x)
 
 
 def torch_run(model: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""SCRFD-2.5G with keypoints (InsightFace) on ONNX Runtime: more accurate on hard faces, non-commercial licence."""
+"""SCRFD-2.5G with keypoints (InsightFace) on ONNX Runtime: more accurate on hard faces, non-commercial licence.
+
+Owns SCRFD's letterboxing, anchor decoding and NMS; the session comes from `service.sessions.onnxruntime` and the
+input normalisation `(pixel - mean) / std` from the model's manifest entry.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import cv2
 import numpy as np
 
 from service.detection.base import DetectedFace, Detector, nms
-from service.embedding.sessions import create_session
+from service.sessions import onnxruntime as ort_sessions
 
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL = 2
@@ -17,10 +21,14 @@ ANCHORS_PER_CELL = 2
 class ScrfdDetector(Detector):
     name = "scrfd"
 
-    def __init__(self, model_path: Path, score_threshold: float, max_side: int, input_size: int = 640,
-                 nms_threshold: float = 0.4, threads: int = 0):
+    def __init__(self, model_path: Path, score_threshold: float, max_side: int, mean: float, std: float,
+                 input_size: int = 640, nms_threshold: float = 0.4, threads: int = 0):
         super().__init__(score_threshold, max_side)
-        self.session = create_session(model_path, threads)
+        if not std:
+            raise ValueError("SCRFD input std must be non-zero (see the manifest entry)")
+        self.session = ort_sessions.create_session(model_path, threads)
+        self.mean = float(mean)
+        self.std = float(std)
         self.input_name = self.session.get_inputs()[0].name
         self.input_size = input_size
         self.nms_threshold = nms_threshold
@@ -48,7 +56,7 @@ class ScrfdDetector(Detector):
         resized = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))))
         canvas = np.zeros((size, size, 3), dtype=np.float32)
         canvas[: resized.shape[0], : resized.shape[1]] = resized
-        blob = ((canvas - 127.5) / 128.0).transpose(2, 0, 1)[None]
+        blob = ((canvas - self.mean) / self.std).transpose(2, 0, 1)[None]
         outputs = self.session.run(None, {self.input_name: blob})
         boxes, points, scores = [], [], []
         for i, stride in enumerate(STRIDES):

@@ -1,7 +1,7 @@
-"""The embedding backend interface and its embedded ONNX Runtime implementation.
+"""The embedding backend interface, the choice of embedders, and the embedded ONNX Runtime backend.
 
 A backend serves one embedder per face resolution (112 = the trunk, smaller = BTNet branches) and turns a batch of
-aligned crops of that resolution into L2-normalised embeddings.
+aligned crops of that resolution into L2-normalised embeddings. Sessions come from `service.sessions`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from service.embedding.preprocess import l2_normalize, to_tensor
-from service.embedding.sessions import create_session
 from service.models.manifest import Manifest, ModelEntry
+from service.sessions import onnxruntime as ort_sessions
 
 TRUNK_RESOLUTION = 112
 
@@ -74,9 +74,9 @@ class OnnxRuntimeBackend(EmbeddingBackend):
                  flip: bool = False) -> None:
         self.models = models
         self.flip = flip
-        self.sessions = {res: create_session(model_dir / entry.file, threads) for res, (_, entry) in models.items()}
-        self.inputs = {res: s.get_inputs()[0].name for res, s in self.sessions.items()}
+        self.sessions = {res: ort_sessions.create_session(model_dir / entry.file, threads)
+                         for res, (_, entry) in models.items()}
 
     def _run(self, resolution: int, tensor: np.ndarray) -> np.ndarray:
-        out = self.sessions[resolution].run(None, {self.inputs[resolution]: tensor})[0]
+        out = ort_sessions.run(self.sessions[resolution], tensor)
         return np.asarray(out, dtype=np.float32).reshape(len(tensor), -1)

@@ -18,13 +18,14 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.context import BRANCH_FAMILY
 from service.embedding.backend import OnnxRuntimeBackend, select_embedders
 from service.embedding.preprocess import to_tensor
 from service.embedding.triton import TritonBackend
 from service.errors import BackendUnavailable
+from service.models.contract import BRANCH_FAMILY
 from service.models.manifest import ModelEntry, load_manifest
 from service.models.registry import EMBEDDER_NAME
+from service.settings import TritonSettings
 from tests.conftest import ServiceProcess, lfw_photo, people_with_photos
 from tests.triton_server import (
     TritonServer,
@@ -75,8 +76,12 @@ def embedded(model_dir: Path, embedders: Embedders) -> OnnxRuntimeBackend:
     return OnnxRuntimeBackend(model_dir, embedders, threads=1)
 
 
+def _settings(url: str, protocol: str, timeout_s: float) -> TritonSettings:
+    return TritonSettings(url=url, protocol=protocol, timeout_s=timeout_s)
+
+
 def _backend(server: TritonServer, protocol: str, embedders: Embedders, timeout_s: float = 10.0) -> TritonBackend:
-    return TritonBackend(server.url(protocol), protocol, embedders, timeout_s)  # type: ignore[arg-type]
+    return TritonBackend(_settings(server.url(protocol), protocol, timeout_s), embedders)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -158,7 +163,7 @@ def test_unknown_model_is_not_ready_and_unavailable(protocol: str, triton: Trito
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_server_down_raises_promptly(protocol: str, embedders: Embedders) -> None:
     port = free_port()  # nothing listens there
-    backend = TritonBackend(f"127.0.0.1:{port}", protocol, embedders, timeout_s=3.0)  # type: ignore[arg-type]
+    backend = TritonBackend(_settings(f"127.0.0.1:{port}", protocol, timeout_s=3.0), embedders)
     started = time.monotonic()
     assert not backend.ready()
     with pytest.raises(BackendUnavailable) as info:
@@ -174,7 +179,7 @@ def test_hung_server_times_out(protocol: str, embedders: Embedders) -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # the kernel completes handshakes; nobody ever reads or writes
         url = f"127.0.0.1:{silent.getsockname()[1]}"
-        backend = TritonBackend(url, protocol, embedders, timeout_s=1.0)  # type: ignore[arg-type]
+        backend = TritonBackend(_settings(url, protocol, timeout_s=1.0), embedders)
         started = time.monotonic()
         assert not backend.ready()
         assert time.monotonic() - started < 3.0

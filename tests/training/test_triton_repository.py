@@ -23,12 +23,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from service.api.context import BRANCH_FAMILY
 from service.embedding.backend import OnnxRuntimeBackend, select_embedders
 from service.embedding.preprocess import to_tensor
 from service.embedding.triton import TritonBackend
+from service.models.contract import BRANCH_FAMILY
 from service.models.manifest import ModelEntry, load_manifest
 from service.models.registry import EMBEDDER_NAME
+from service.settings import TritonSettings
 from tests.conftest import MODEL_DIR
 from tests.triton_server import (
     Conversion,
@@ -285,7 +286,8 @@ def test_service_backend_on_exported_repository(protocol: str, triton: TritonSer
     embedders = select_embedders(load_manifest(model_dir), EMBEDDER_NAME, BRANCH_FAMILY, use_branches=True)
     missing = [name for name, _ in embedders.values() if not (EXPORTED / name / "config.pbtxt").exists()]
     assert not missing, f"manifest embedders the exported repository does not serve: {missing}"
-    backend = TritonBackend(triton.url(protocol), protocol, embedders, 30.0)  # type: ignore[arg-type]
+    settings = TritonSettings(url=triton.url(protocol), protocol=protocol, timeout_s=30.0)
+    backend = TritonBackend(settings, embedders)
     assert backend.ready()
     embedded = OnnxRuntimeBackend(model_dir, embedders, threads=1)
     crops = aligned_lfw_faces(model_dir, lfw_dir, sorted(embedders), count=16)
