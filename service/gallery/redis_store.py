@@ -18,9 +18,9 @@ Key layout (prefix `anyface:` by default, `?prefix=...` in the URL changes it):
                                      subject_id; trimmed with `MAXLEN ~ <stream_maxlen>`
     op:<token>               STRING  result of a write, kept a minute so that a retried write is not applied twice
 
-Every write is one Lua script: Redis runs it atomically, so the data and the stream never disagree, and the
-sequence numbers are contiguous (the script checks everything before it writes anything). The stream entry id is
-the sequence number, so `changes_since(seq)` is an `XRANGE` from `seq + 1`.
+Every write is one Lua script (`redis_scripts.py`): Redis runs it atomically, so the data and the stream never
+disagree, and the sequence numbers are contiguous (the script checks everything before it writes anything). The
+stream entry id is the sequence number, so `changes_since(seq)` is an `XRANGE` from `seq + 1`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from service.gallery.redis_scripts import WRITE_SCRIPTS
 from service.gallery.store import (
     Change,
     FaceRecord,
@@ -52,130 +53,9 @@ from service.gallery.store import (
 
 DEFAULT_PREFIX = "anyface:"
 DEFAULT_STREAM_MAXLEN = 100_000
-OP_TTL_S = 60
 CHUNK = 500
 # Replies that mean "Redis cannot serve right now" rather than "the request is wrong".
 _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS")
-
-# Shared by every write script: ARGV[1] prefix, ARGV[2] op token ('' for none), ARGV[3] new epoch,
-# ARGV[4] stream maxlen. The result is a string, kept under op:<token> for retries.
-_PRELUDE = """
-local p = ARGV[1]
-local token = ARGV[2]
-if token ~= '' then
-  local done = redis.call('GET', p .. 'op:' .. token)
-  if done then return done end
-end
-local maxlen = ARGV[4]
-local function log(kind, gallery, face_id, subject_id)
-  local seq = redis.call('INCR', p .. 'seq')
-  redis.call('XADD', p .. 'changes', 'MAXLEN', '~', maxlen, seq .. '-0',
-             'kind', kind, 'gallery', gallery, 'face_id', face_id, 'subject_id', subject_id)
-  return seq
-end
-local function finish(result)
-  redis.call('SET', p .. 'epoch', ARGV[3], 'NX')
-  if token ~= '' then redis.call('SET', p .. 'op:' .. token, result, 'EX', OP_TTL) end
-  return result
-end
-""".replace("OP_TTL", str(OP_TTL_S))
-
-# ARGV[5] gallery, [6] subject, [7] '1' to set the name, [8] name JSON, [9] '1' to set metadata, [10] metadata JSON,
-# [11] now, [12] face count, then (embedding, box JSON, branch JSON) per face. Returns "id,id,...".
-_ADD_FACES = _PRELUDE + """
-local gallery, sid, now = ARGV[5], ARGV[6], ARGV[11]
-local n = tonumber(ARGV[12])
-redis.call('HSETNX', p .. 'galleries', gallery, now)
-local skey = p .. 's:' .. gallery .. ':' .. sid
-local created = redis.call('HSETNX', skey, 'created_at', now)
-if created == 1 then
-  redis.call('HSET', skey, 'name', 'null', 'metadata', '{}', 'updated_at', now)
-  redis.call('ZADD', p .. 'g:' .. gallery .. ':subjects', 0, sid)
-end
-local changed = false
-if ARGV[7] == '1' then redis.call('HSET', skey, 'name', ARGV[8], 'updated_at', now); changed = true end
-if ARGV[9] == '1' then redis.call('HSET', skey, 'metadata', ARGV[10], 'updated_at', now); changed = true end
-if changed and created == 0 then log('update', gallery, 0, sid) end
-local ids = {}
-for i = 0, n - 1 do
-  local fid = redis.call('INCR', p .. 'next_face_id')
-  redis.call('HSET', p .. 'f:' .. fid, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[13 + 3 * i],
-             'box', ARGV[14 + 3 * i], 'branch', ARGV[15 + 3 * i], 'created_at', now)
-  redis.call('ZADD', p .. 'sf:' .. gallery .. ':' .. sid, fid, fid)
-  redis.call('SADD', p .. 'g:' .. gallery .. ':faces', fid)
-  log('add', gallery, fid, sid)
-  ids[#ids + 1] = fid
-end
-return finish(table.concat(ids, ','))
-"""
-
-# ARGV[5] gallery, [6] subject, [7] '1' to set the name, [8] name JSON, [9] '1' to set metadata, [10] metadata JSON,
-# [11] now. Returns '-' when the subject does not exist, else ''.
-_UPDATE_SUBJECT = _PRELUDE + """
-local gallery, sid, now = ARGV[5], ARGV[6], ARGV[11]
-local skey = p .. 's:' .. gallery .. ':' .. sid
-if redis.call('EXISTS', skey) == 0 then return finish('-') end
-local changed = false
-if ARGV[7] == '1' then redis.call('HSET', skey, 'name', ARGV[8], 'updated_at', now); changed = true end
-if ARGV[9] == '1' then redis.call('HSET', skey, 'metadata', ARGV[10], 'updated_at', now); changed = true end
-if changed then log('update', gallery, 0, sid) end
-return finish('')
-"""
-
-# ARGV[5] gallery, [6] subject. Returns '-' when the subject does not exist, else the removed face ids.
-_DELETE_SUBJECT = _PRELUDE + """
-local gallery, sid = ARGV[5], ARGV[6]
-local skey = p .. 's:' .. gallery .. ':' .. sid
-if redis.call('EXISTS', skey) == 0 then return finish('-') end
-local fkey = p .. 'sf:' .. gallery .. ':' .. sid
-local fids = redis.call('ZRANGE', fkey, 0, -1)
-for _, fid in ipairs(fids) do
-  redis.call('DEL', p .. 'f:' .. fid)
-  redis.call('SREM', p .. 'g:' .. gallery .. ':faces', fid)
-  log('remove', gallery, fid, sid)
-end
-redis.call('DEL', fkey, skey)
-redis.call('ZREM', p .. 'g:' .. gallery .. ':subjects', sid)
-return finish(table.concat(fids, ','))
-"""
-
-# ARGV[5] gallery, [6] subject, [7] face id. Returns '-' when there is no such face, else the face id.
-_DELETE_FACE = _PRELUDE + """
-local gallery, sid, fid = ARGV[5], ARGV[6], ARGV[7]
-local fkey = p .. 'sf:' .. gallery .. ':' .. sid
-if not redis.call('ZSCORE', fkey, fid) then return finish('-') end
-redis.call('DEL', p .. 'f:' .. fid)
-redis.call('ZREM', fkey, fid)
-redis.call('SREM', p .. 'g:' .. gallery .. ':faces', fid)
-log('remove', gallery, fid, sid)
-return finish(fid)
-"""
-
-# ARGV[5] gallery. Returns '-' when it does not exist, else the removed face ids (in face id order).
-_DELETE_GALLERY = _PRELUDE + """
-local gallery = ARGV[5]
-if redis.call('HEXISTS', p .. 'galleries', gallery) == 0 then return finish('-') end
-local subjects = redis.call('ZRANGE', p .. 'g:' .. gallery .. ':subjects', 0, -1)
-local removed = {}
-for _, sid in ipairs(subjects) do
-  local fkey = p .. 'sf:' .. gallery .. ':' .. sid
-  for _, fid in ipairs(redis.call('ZRANGE', fkey, 0, -1)) do
-    removed[#removed + 1] = {tonumber(fid), sid}
-  end
-  redis.call('DEL', fkey, p .. 's:' .. gallery .. ':' .. sid)
-end
-table.sort(removed, function(a, b) return a[1] < b[1] end)
-local ids = {}
-for _, face in ipairs(removed) do
-  redis.call('DEL', p .. 'f:' .. face[1])
-  log('remove', gallery, face[1], face[2])
-  ids[#ids + 1] = face[1]
-end
-redis.call('DEL', p .. 'g:' .. gallery .. ':subjects', p .. 'g:' .. gallery .. ':faces')
-redis.call('HDEL', p .. 'galleries', gallery)
-return finish(table.concat(ids, ','))
-"""
-
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
@@ -223,8 +103,7 @@ class RedisStore(GalleryStore):
         self._epoch: str | None = None  # of the data the last `last_seq`/`changes_since` saw
         self._scripts = {
             name: self._r.register_script(source)
-            for name, source in (("add", _ADD_FACES), ("update", _UPDATE_SUBJECT), ("del_subject", _DELETE_SUBJECT),
-                                 ("del_face", _DELETE_FACE), ("del_gallery", _DELETE_GALLERY))
+            for name, source in WRITE_SCRIPTS.items()
         }
 
     # -- helpers -------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from service.api.errors import status_of
 from service.embedding.backend import OnnxRuntimeBackend, select_embedders
 from service.embedding.preprocess import to_tensor
 from service.embedding.triton import TritonBackend
@@ -157,7 +158,7 @@ def test_unknown_model_is_not_ready_and_unavailable(protocol: str, triton: Trito
     assert not backend.ready()
     with pytest.raises(BackendUnavailable) as info:
         backend.embed(112, np.zeros((1, 112, 112, 3), dtype=np.uint8))
-    assert info.value.status == 503 and info.value.code == "backend_unavailable"
+    assert status_of(info.value) == 503 and info.value.code == "backend_unavailable"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
