@@ -32,9 +32,8 @@ def decode_image(data: bytes, limits: DecodeLimits, field: str = "image") -> np.
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > limits.max_image_pixels:
-                raise ImageTooManyPixels(
-                    f"{field}: {width}x{height} = {width * height} pixels exceeds the limit of {limits.max_image_pixels}"
-                )
+                raise ImageTooManyPixels(f"{field}: {width}x{height} = {width * height} pixels exceeds the limit "
+                                         f"of {limits.max_image_pixels}")
             image.load()
             image = ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

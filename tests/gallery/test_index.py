@@ -5,7 +5,6 @@ Fast (no models, no LFW): small clustered unit vectors. bench/index.py measures 
 
 from __future__ import annotations
 
-
 import faiss
 import numpy as np
 import pytest
