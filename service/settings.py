@@ -2,9 +2,9 @@
 
 Settings come in sections, and each section is the object the part that uses it takes: `DecodeLimits` goes to
 the decoder, `DetectionSettings` to the detector and the face filter, `BatchingSettings` to the micro-batchers,
-`IndexSettings` to every FAISS index, `TritonSettings` to the Triton backend. Each field is read from one
-`ANYFACE_*` variable, named in the field's description where it is not `ANYFACE_<FIELD>`; `Settings()` reads them
-all. No variable was renamed when the sections were introduced.
+`IndexSettings` to every FAISS index, `TritonSettings` to the Triton backend. Each field is read from the one
+variable `ANYFACE_<FIELD>` (field names are variable names, so no variable was renamed when the sections came);
+`Settings()` reads them all.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PREFIX = "ANYFACE_"
@@ -35,15 +35,10 @@ class ApiKey(BaseModel):
 
 
 class Section(BaseSettings):
-    """A group of settings read from `ANYFACE_*` variables; also built directly in code and tests."""
+    """A group of settings, each field read from the variable `ANYFACE_<FIELD>` (so a field's name is its
+    variable's name); also built directly in code and tests."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", populate_by_name=True,
-                                      frozen=True)
-
-
-def _env(name: str) -> AliasChoices:
-    """A field read from `ANYFACE_<name>` (and settable in code by its field name)."""
-    return AliasChoices(PREFIX + name)
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True)
 
 
 class DecodeLimits(Section):
@@ -61,23 +56,19 @@ DETECTOR_SCORE_THRESHOLDS = {"yunet": 0.6, "scrfd": 0.5}
 class DetectionSettings(Section):
     """The detector and which of its detections count as faces (requests may narrow the last three)."""
 
-    name: Literal["yunet", "scrfd"] = Field("yunet", validation_alias=_env("DETECTOR"),
-                                            description="ANYFACE_DETECTOR")
-    score_threshold_override: float | None = Field(
-        None, ge=0.0, le=1.0, validation_alias=_env("DET_SCORE_THRESHOLD"),
-        description="ANYFACE_DET_SCORE_THRESHOLD: minimum detection score; default: the detector's own "
-                    "(yunet 0.6, scrfd 0.5)")
-    max_side: int = Field(1280, ge=64, validation_alias=_env("DET_MAX_SIDE"),
-                          description="ANYFACE_DET_MAX_SIDE: images are downscaled to this side for detection")
+    detector: Literal["yunet", "scrfd"] = "yunet"
+    det_score_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="minimum detection score; default: the detector's own (yunet 0.6, scrfd 0.5)")
+    det_max_side: int = Field(1280, ge=64, description="images are downscaled to this side for detection")
     min_face_size: float = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
     max_faces: int = Field(32, ge=1)
 
     @property
     def score_threshold(self) -> float:
         """The detection score threshold in force."""
-        if self.score_threshold_override is not None:
-            return self.score_threshold_override
-        return DETECTOR_SCORE_THRESHOLDS[self.name]
+        if self.det_score_threshold is not None:
+            return self.det_score_threshold
+        return DETECTOR_SCORE_THRESHOLDS[self.detector]
 
 
 class BatchingSettings(Section):
@@ -94,11 +85,9 @@ class BatchingSettings(Section):
 class IndexSettings(Section):
     """The FAISS index of every gallery (docs/index.md measures each choice)."""
 
-    kind: Literal["flat", "hnsw", "ivfpq", "auto"] = Field(
-        "flat", validation_alias=_env("INDEX_TYPE"),
-        description="ANYFACE_INDEX_TYPE: flat (exact), hnsw, ivfpq, or auto (exact up to auto_exact_max)")
-    auto_exact_max: int = Field(200_000, ge=1, validation_alias=_env("INDEX_AUTO_EXACT_MAX"),
-                                description="ANYFACE_INDEX_AUTO_EXACT_MAX")
+    index_type: Literal["flat", "hnsw", "ivfpq", "auto"] = Field(
+        "flat", description="flat (exact), hnsw, ivfpq, or auto (exact up to index_auto_exact_max faces)")
+    index_auto_exact_max: int = Field(200_000, ge=1)
     hnsw_m: int = Field(32, ge=2)
     hnsw_ef_search: int = Field(256, ge=1, description="recall@1 0.996 at 100k faces; 1M needs 2048")
     hnsw_ef_construction: int = Field(80, ge=1)
@@ -106,20 +95,16 @@ class IndexSettings(Section):
     ivf_nprobe: int = Field(512, ge=1, description="IVF lists searched; 512 of 1024 for recall@1 >= 0.99")
     pq_m: int = Field(32, ge=1)
     pq_refine: int = Field(8, ge=0, description="IVF-PQ re-ranks k * pq_refine candidates exactly; 0 = codes only")
-    gpu: bool = Field(True, validation_alias=_env("FAISS_GPU"),
-                      description="ANYFACE_FAISS_GPU: search flat indexes on the GPU when FAISS has GPU support")
-    threads: int = Field(1, ge=0, validation_alias=_env("FAISS_THREADS"),
-                         description="ANYFACE_FAISS_THREADS: OpenMP threads per search; 0 = every core")
+    faiss_gpu: bool = Field(True, description="search flat indexes on the GPU when FAISS has GPU support")
+    faiss_threads: int = Field(1, ge=0, description="OpenMP threads per search; 0 = every core")
 
 
 class TritonSettings(Section):
     """Where the Triton Inference Server is, for `ANYFACE_EMBEDDING_BACKEND=triton`."""
 
-    url: str = Field("localhost:8001", validation_alias=_env("TRITON_URL"), description="ANYFACE_TRITON_URL")
-    protocol: Literal["grpc", "http"] = Field("grpc", validation_alias=_env("TRITON_PROTOCOL"),
-                                              description="ANYFACE_TRITON_PROTOCOL")
-    timeout_s: float = Field(5.0, gt=0, validation_alias=_env("TRITON_TIMEOUT_S"),
-                             description="ANYFACE_TRITON_TIMEOUT_S")
+    triton_url: str = "localhost:8001"
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    triton_timeout_s: float = Field(5.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -87,8 +87,8 @@ class Core:
 
 def build_core(settings: Settings) -> Core:
     manifest = read_manifest(settings)
-    if settings.index.threads:
-        faiss.omp_set_num_threads(settings.index.threads)
+    if settings.index.faiss_threads:
+        faiss.omp_set_num_threads(settings.index.faiss_threads)
     backend = make_backend(settings, manifest)
     pipeline = FacePipeline(make_face_path(settings, make_detector(settings, manifest), backend), backend,
                             settings.batching)

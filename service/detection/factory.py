@@ -15,13 +15,13 @@ def build_detector(detection: DetectionSettings, manifest: Manifest, model_dir: 
                    score_threshold: float | None = None) -> Detector:
     """The detector named in `detection`, keeping detections from `score_threshold` (default: the configured
     one) up."""
-    entry = manifest.models.get(detection.name)
+    entry = manifest.models.get(detection.detector)
     if entry is None or entry.role != "detector":
         raise RuntimeError(
-            f"detector {detection.name!r} is not in the manifest; run `python -m service.models fetch`"
+            f"detector {detection.detector!r} is not in the manifest; run `python -m service.models fetch`"
         )
     path = model_dir / entry.file
     score = detection.score_threshold if score_threshold is None else score_threshold
-    if detection.name == "yunet":
-        return YuNetDetector(path, score, detection.max_side)
-    return ScrfdDetector(path, score, detection.max_side, mean=entry.mean, std=entry.std, threads=threads)
+    if detection.detector == "yunet":
+        return YuNetDetector(path, score, detection.det_max_side)
+    return ScrfdDetector(path, score, detection.det_max_side, mean=entry.mean, std=entry.std, threads=threads)

@@ -35,7 +35,8 @@ class TritonBackend(EmbeddingBackend):
         self.models = models
         self.flip = flip
         self.triton_models = {res: triton_model_name(name, entry) for res, (name, entry) in models.items()}
-        self.session = TritonSession(triton.url, triton.protocol, self.triton_models.values(), triton.timeout_s)
+        self.session = TritonSession(triton.triton_url, triton.triton_protocol, self.triton_models.values(),
+                                     triton.triton_timeout_s)
         log.info("Triton backend: %s://%s, models %s", self.session.protocol, self.session.url, self.triton_models)
 
     def _run(self, resolution: int, tensor: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ by default the PQ candidates are re-ranked with the exact vectors, `IndexRefineF
 recall@1 to 0.99 on face embeddings, see docs/index.md) and `auto` (exact up to a size, then IVF-PQ: on 1M
 LFW-like faces it reached recall@1 0.99 at 7 ms per query, built in 41 s and took 535 MiB, where HNSW needed
 efSearch 2048, a 9-minute build and 755 MiB).
-A flat index goes to the GPU(s) when FAISS has GPU support and `IndexSettings.gpu` allows it.
+A flat index goes to the GPU(s) when FAISS has GPU support and `IndexSettings.faiss_gpu` allows it.
 Every method is thread-safe.
 """
 
@@ -74,9 +74,9 @@ class GalleryIndex:
         return faiss.IndexIDMap2(refine)
 
     def _target_kind(self, size: int) -> str:
-        kind = self.params.kind
+        kind = self.params.index_type
         if kind == "auto":
-            kind = "ivfpq" if size > self.params.auto_exact_max else "flat"
+            kind = "ivfpq" if size > self.params.index_auto_exact_max else "flat"
         if kind == "ivfpq" and size < self.params.ivf_nlist * MIN_TRAIN_PER_LIST:
             return "flat"  # too few faces to train the quantisers: stay exact until there are enough
         return kind
@@ -153,11 +153,11 @@ class GalleryIndex:
     def search(self, queries: np.ndarray, top_k: int) -> list[list[Hit]]:
         """For each query the best `top_k` subjects (best face per subject), most similar first."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.params.threads:
+        if self.params.faiss_threads:
             # OpenMP's thread count belongs to the calling thread, and searches run in the server's worker
             # threads: set it here. Left at every core, a one-query search of a tiny index costs ~8 ms of
             # OpenMP start-up on 2 busy cores instead of ~10 us.
-            faiss.omp_set_num_threads(self.params.threads)
+            faiss.omp_set_num_threads(self.params.faiss_threads)
         with self._lock:
             total = len(self)
             if total == 0:
@@ -173,7 +173,7 @@ class GalleryIndex:
 
     def _searchable(self) -> faiss.Index:
         """The index to search: a GPU copy of a flat index where there is a GPU (not exercised on CPU hosts)."""
-        if self.kind != "flat" or not self.params.gpu or gpu_count() == 0:
+        if self.kind != "flat" or not self.params.faiss_gpu or gpu_count() == 0:
             return self._index
         if self._gpu_index is None:
             self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)

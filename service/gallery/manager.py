@@ -168,7 +168,7 @@ class GalleryManager:
 
     def index_kind(self, gallery: str) -> str:
         index = self._indexes.get(gallery)
-        return index.kind if index is not None else self.params.kind
+        return index.kind if index is not None else self.params.index_type
 
     def index_size(self, gallery: str) -> int:
         index = self._indexes.get(gallery)

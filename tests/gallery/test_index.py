@@ -34,7 +34,7 @@ def filled(params: IndexSettings, n: int, seed: int = 0) -> tuple[GalleryIndex, 
     return index, vectors
 
 
-SMALL_IVF = IndexSettings(kind="ivfpq", ivf_nlist=8, ivf_nprobe=8, pq_m=16)
+SMALL_IVF = IndexSettings(index_type="ivfpq", ivf_nlist=8, ivf_nprobe=8, pq_m=16)
 TRAIN_SIZE = SMALL_IVF.ivf_nlist * MIN_TRAIN_PER_LIST
 
 
@@ -75,7 +75,7 @@ def test_top_k_larger_than_subjects_returns_each_subject_once() -> None:
 
 
 def test_hnsw_tombstones_then_rebuild() -> None:
-    index, vectors = filled(IndexSettings(kind="hnsw", hnsw_ef_search=64), 500)
+    index, vectors = filled(IndexSettings(index_type="hnsw", hnsw_ef_search=64), 500)
     assert index.kind == "hnsw"
     gone = list(range(1, 21))  # 4%: hidden, not yet rebuilt
     assert index.remove(gone) == 20
@@ -117,7 +117,7 @@ def test_ivfpq_removal_with_and_without_refine() -> None:
 
 
 def test_auto_switches_to_ivfpq_above_exact_max() -> None:
-    params = SMALL_IVF.model_copy(update=dict(kind="auto", auto_exact_max=TRAIN_SIZE + 50))
+    params = SMALL_IVF.model_copy(update=dict(index_type="auto", index_auto_exact_max=TRAIN_SIZE + 50))
     vectors = clustered(TRAIN_SIZE + 100)
     index = GalleryIndex(DIM, params)
     index.add(list(range(TRAIN_SIZE + 50)), ["a"] * (TRAIN_SIZE + 50), vectors[: TRAIN_SIZE + 50])
@@ -131,14 +131,14 @@ def test_auto_switches_to_ivfpq_above_exact_max() -> None:
 
 
 def test_auto_stays_exact_while_too_small_to_train() -> None:
-    params = IndexSettings(kind="auto", auto_exact_max=100, ivf_nlist=64)  # 64 lists want 2,496 faces
+    params = IndexSettings(index_type="auto", index_auto_exact_max=100, ivf_nlist=64)  # 64 lists want 2,496 faces
     index, _ = filled(params, 500)
     assert index.kind == "flat"
 
 
 @pytest.mark.parametrize("params", [
-    IndexSettings(kind="hnsw", hnsw_m=16, hnsw_ef_search=64),
-    IndexSettings(kind="ivfpq", ivf_nlist=32, ivf_nprobe=24, pq_m=16),
+    IndexSettings(index_type="hnsw", hnsw_m=16, hnsw_ef_search=64),
+    IndexSettings(index_type="ivfpq", ivf_nlist=32, ivf_nprobe=24, pq_m=16),
 ], ids=["hnsw", "ivfpq"])
 def test_approximate_recall_at_1_against_flat(params: IndexSettings) -> None:
     """Same top-1 face as exact search for >= 99% of queries. Not a formality: on this set HNSW with M=4 scores
@@ -152,7 +152,7 @@ def test_approximate_recall_at_1_against_flat(params: IndexSettings) -> None:
     exact.add(ids, subjects, gallery)
     approx = GalleryIndex(DIM, params)
     approx.add(ids, subjects, gallery)
-    assert approx.kind == params.kind
+    assert approx.kind == params.index_type
     truth = [h[0].face_id for h in exact.search(queries, 1)]
     found = [h[0].face_id for h in approx.search(queries, 1)]
     recall = float(np.mean(np.array(truth) == np.array(found)))
@@ -179,6 +179,6 @@ def test_flat_index_goes_to_gpu_when_faiss_has_one(monkeypatch: pytest.MonkeyPat
     assert index.search(vectors[:1], 2)[0][0].face_id == 1
     assert len(copies) == 2 and copies[1].ntotal == 50  # a removal makes a fresh copy
 
-    cpu_only, _ = filled(IndexSettings(gpu=False), 10)
+    cpu_only, _ = filled(IndexSettings(faiss_gpu=False), 10)
     cpu_only.search(vectors[:1], 1)
     assert len(copies) == 2

@@ -340,7 +340,7 @@ def test_overload_is_shed_with_503(model_dir: Path, lfw_dir: Path, tmp_path: Pat
 def test_scrfd_detector_and_flip_test(model_dir: Path, lfw_dir: Path, tmp_path: Path) -> None:
     """The SCRFD option with mirrored-crop embedding: same answers on real pairs, its own score threshold."""
     settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp_path / 'g.sqlite3'}",
-                        detection=DetectionSettings(name="scrfd"), flip_test=True)
+                        detection=DetectionSettings(detector="scrfd"), flip_test=True)
     assert settings.detection.score_threshold == 0.5
     with TestClient(create_app(settings)) as client:
         faces = client.post("/v1/detect", files={"image": photo(lfw_dir, "Aaron_Peirsol")}).json()["faces"]

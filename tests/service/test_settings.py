@@ -45,14 +45,14 @@ def test_defaults() -> None:
     assert (s.decode.max_image_bytes, s.decode.max_image_pixels, s.decode.min_image_side) == (10 * 1024 * 1024,
                                                                                               40_000_000, 16)
     d = s.detection
-    assert (d.name, d.score_threshold_override, d.score_threshold, d.max_side, d.min_face_size, d.max_faces) == (
+    assert (d.detector, d.det_score_threshold, d.score_threshold, d.det_max_side, d.min_face_size, d.max_faces) == (
         "yunet", None, 0.6, 1280, 8, 32)
     assert (s.batching.max_batch, s.batching.max_batch_wait_ms, s.batching.max_wait_s) == (32, 2.0, 0.002)
     i = s.index
-    assert (i.kind, i.auto_exact_max, i.hnsw_m, i.hnsw_ef_search, i.hnsw_ef_construction) == ("flat", 200_000, 32,
+    assert (i.index_type, i.index_auto_exact_max, i.hnsw_m, i.hnsw_ef_search, i.hnsw_ef_construction) == ("flat", 200_000, 32,
                                                                                               256, 80)
-    assert (i.ivf_nlist, i.ivf_nprobe, i.pq_m, i.pq_refine, i.gpu, i.threads) == (1024, 512, 32, 8, True, 1)
-    assert (s.triton.url, s.triton.protocol, s.triton.timeout_s) == ("localhost:8001", "grpc", 5.0)
+    assert (i.ivf_nlist, i.ivf_nprobe, i.pq_m, i.pq_refine, i.faiss_gpu, i.faiss_threads) == (1024, 512, 32, 8, True, 1)
+    assert (s.triton.triton_url, s.triton.triton_protocol, s.triton.triton_timeout_s) == ("localhost:8001", "grpc", 5.0)
     assert s.model_dir == Path("models") and s.model_mirror is None
     assert s.embedding_backend == "onnxruntime" and s.branch_rule == "ceil" and s.use_branches and not s.flip_test
     assert s.store == "sqlite:///var/anyface/gallery.sqlite3"
@@ -68,25 +68,25 @@ CASES: list[tuple[str, str, Callable[[Settings], Any], Any]] = [
     ("ANYFACE_MAX_IMAGE_BYTES", "1234", lambda s: s.decode.max_image_bytes, 1234),
     ("ANYFACE_MAX_IMAGE_PIXELS", "5000", lambda s: s.decode.max_image_pixels, 5000),
     ("ANYFACE_MIN_IMAGE_SIDE", "32", lambda s: s.decode.min_image_side, 32),
-    ("ANYFACE_DETECTOR", "scrfd", lambda s: s.detection.name, "scrfd"),
+    ("ANYFACE_DETECTOR", "scrfd", lambda s: s.detection.detector, "scrfd"),
     ("ANYFACE_DET_SCORE_THRESHOLD", "0.25", lambda s: s.detection.score_threshold, 0.25),
-    ("ANYFACE_DET_MAX_SIDE", "640", lambda s: s.detection.max_side, 640),
+    ("ANYFACE_DET_MAX_SIDE", "640", lambda s: s.detection.det_max_side, 640),
     ("ANYFACE_MIN_FACE_SIZE", "20.5", lambda s: s.detection.min_face_size, 20.5),
     ("ANYFACE_MAX_FACES", "3", lambda s: s.detection.max_faces, 3),
     ("ANYFACE_MAX_BATCH", "64", lambda s: s.batching.max_batch, 64),
     ("ANYFACE_MAX_BATCH_WAIT_MS", "7.5", lambda s: s.batching.max_wait_s, 0.0075),
-    ("ANYFACE_INDEX_TYPE", "hnsw", lambda s: s.index.kind, "hnsw"),
-    ("ANYFACE_INDEX_AUTO_EXACT_MAX", "1000", lambda s: s.index.auto_exact_max, 1000),
+    ("ANYFACE_INDEX_TYPE", "hnsw", lambda s: s.index.index_type, "hnsw"),
+    ("ANYFACE_INDEX_AUTO_EXACT_MAX", "1000", lambda s: s.index.index_auto_exact_max, 1000),
     ("ANYFACE_HNSW_M", "16", lambda s: s.index.hnsw_m, 16),
     ("ANYFACE_HNSW_EF_SEARCH", "2048", lambda s: s.index.hnsw_ef_search, 2048),
     ("ANYFACE_IVF_NLIST", "64", lambda s: s.index.ivf_nlist, 64),
     ("ANYFACE_IVF_NPROBE", "16", lambda s: s.index.ivf_nprobe, 16),
     ("ANYFACE_PQ_REFINE", "0", lambda s: s.index.pq_refine, 0),
-    ("ANYFACE_FAISS_GPU", "false", lambda s: s.index.gpu, False),
-    ("ANYFACE_FAISS_THREADS", "0", lambda s: s.index.threads, 0),
-    ("ANYFACE_TRITON_URL", "triton:9001", lambda s: s.triton.url, "triton:9001"),
-    ("ANYFACE_TRITON_PROTOCOL", "http", lambda s: s.triton.protocol, "http"),
-    ("ANYFACE_TRITON_TIMEOUT_S", "0.5", lambda s: s.triton.timeout_s, 0.5),
+    ("ANYFACE_FAISS_GPU", "false", lambda s: s.index.faiss_gpu, False),
+    ("ANYFACE_FAISS_THREADS", "0", lambda s: s.index.faiss_threads, 0),
+    ("ANYFACE_TRITON_URL", "triton:9001", lambda s: s.triton.triton_url, "triton:9001"),
+    ("ANYFACE_TRITON_PROTOCOL", "http", lambda s: s.triton.triton_protocol, "http"),
+    ("ANYFACE_TRITON_TIMEOUT_S", "0.5", lambda s: s.triton.triton_timeout_s, 0.5),
     ("ANYFACE_STORE", "postgresql://db/anyface", lambda s: s.store, "postgresql://db/anyface"),
     ("ANYFACE_MODEL_DIR", "/opt/models", lambda s: s.model_dir, Path("/opt/models")),
     ("ANYFACE_EMBEDDING_BACKEND", "triton", lambda s: s.embedding_backend, "triton"),
@@ -120,25 +120,25 @@ def test_sections_read_their_variables_on_their_own(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ANYFACE_INDEX_TYPE", "ivfpq")
     monkeypatch.setenv("ANYFACE_TRITON_URL", "t:1")
     monkeypatch.setenv("ANYFACE_MIN_IMAGE_SIDE", "20")
-    assert DetectionSettings().name == "scrfd"
+    assert DetectionSettings().detector == "scrfd"
     assert BatchingSettings().max_batch == 8
-    assert IndexSettings().kind == "ivfpq"
-    assert TritonSettings().url == "t:1"
+    assert IndexSettings().index_type == "ivfpq"
+    assert TritonSettings().triton_url == "t:1"
     assert DecodeLimits().min_image_side == 20
 
 
 def test_dotenv_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("ANYFACE_DETECTOR=scrfd\nANYFACE_MAX_BATCH=3\nANYFACE_STORE=sqlite:///x.db\n")
     s = Settings()
-    assert (s.detection.name, s.batching.max_batch, s.store) == ("scrfd", 3, "sqlite:///x.db")
+    assert (s.detection.detector, s.batching.max_batch, s.store) == ("scrfd", 3, "sqlite:///x.db")
 
 
 def test_sections_are_built_in_code_by_field_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANYFACE_DETECTOR", "yunet")
     monkeypatch.setenv("ANYFACE_INDEX_TYPE", "flat")
-    assert DetectionSettings(name="scrfd").name == "scrfd"  # a value given in code beats the environment
-    assert IndexSettings(kind="hnsw", hnsw_m=8).kind == "hnsw"
-    assert TritonSettings(url="x:1", protocol="http").protocol == "http"
+    assert DetectionSettings(detector="scrfd").detector == "scrfd"  # a value given in code beats the environment
+    assert IndexSettings(index_type="hnsw", hnsw_m=8).index_type == "hnsw"
+    assert TritonSettings(triton_url="x:1", triton_protocol="http").triton_protocol == "http"
     s = Settings(detection=DetectionSettings(max_faces=2), decode=DecodeLimits(max_image_bytes=100))
     assert (s.detection.max_faces, s.decode.max_image_bytes) == (2, 100)
 
@@ -151,20 +151,16 @@ def test_sections_are_frozen() -> None:
         s.decode.max_image_bytes = 1  # type: ignore[misc]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: populate_by_name=True on Section makes pydantic-settings also read every aliased field from "
-    "ANYFACE_<field name> (ANYFACE_NAME, ANYFACE_KIND, ANYFACE_URL, ANYFACE_THREADS, ANYFACE_GPU, ...), against "
-    "the module's 'each field is read from one ANYFACE_* variable'; an unrelated ANYFACE_NAME breaks Settings()"))
-def test_aliased_fields_are_read_only_from_their_documented_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fields_are_read_only_from_their_own_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANYFACE_NAME", "scrfd")  # e.g. a deployment's name
     monkeypatch.setenv("ANYFACE_KIND", "hnsw")
     monkeypatch.setenv("ANYFACE_URL", "elsewhere:1")
     monkeypatch.setenv("ANYFACE_THREADS", "8")
     s = Settings()
-    assert s.detection.name == "yunet"
-    assert s.index.kind == "flat"
-    assert s.triton.url == "localhost:8001"
-    assert s.index.threads == 1
+    assert s.detection.detector == "yunet"
+    assert s.index.index_type == "flat"
+    assert s.triton.triton_url == "localhost:8001"
+    assert s.index.faiss_threads == 1
 
 
 # --- invalid values --------------------------------------------------------------------------------------------
@@ -211,7 +207,7 @@ def test_invalid_values_in_code_are_refused() -> None:
     with pytest.raises(ValidationError):
         BatchingSettings(max_batch=-1)
     with pytest.raises(ValidationError):
-        IndexSettings(kind="lsh")
+        IndexSettings(index_type="lsh")
 
 
 # --- detector score threshold ----------------------------------------------------------------------------------
@@ -224,7 +220,7 @@ def test_detector_score_threshold_default_and_override(monkeypatch: pytest.Monke
     assert Settings().detection.score_threshold == default
     monkeypatch.setenv("ANYFACE_DET_SCORE_THRESHOLD", "0.35")
     d = Settings().detection
-    assert d.score_threshold == 0.35 and d.score_threshold_override == 0.35
+    assert d.score_threshold == 0.35 and d.det_score_threshold == 0.35
 
 
 def test_score_threshold_override_of_zero_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,9 +311,9 @@ def test_max_request_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_face_filter_of_takes_the_configured_values() -> None:
-    detection = DetectionSettings(name="scrfd", min_face_size=12, max_faces=4)
+    detection = DetectionSettings(detector="scrfd", min_face_size=12, max_faces=4)
     assert FaceFilter.of(detection) == FaceFilter(min_face_size=12, score_threshold=0.5, max_faces=4)
-    override = DetectionSettings(score_threshold_override=0.7)
+    override = DetectionSettings(det_score_threshold=0.7)
     assert FaceFilter.of(override).score_threshold == 0.7
 
 

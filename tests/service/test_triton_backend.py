@@ -78,7 +78,7 @@ def embedded(model_dir: Path, embedders: Embedders) -> OnnxRuntimeBackend:
 
 
 def _settings(url: str, protocol: str, timeout_s: float) -> TritonSettings:
-    return TritonSettings(url=url, protocol=protocol, timeout_s=timeout_s)
+    return TritonSettings(triton_url=url, triton_protocol=protocol, triton_timeout_s=timeout_s)
 
 
 def _backend(server: TritonServer, protocol: str, embedders: Embedders, timeout_s: float = 10.0) -> TritonBackend:

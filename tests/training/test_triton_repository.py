@@ -286,7 +286,7 @@ def test_service_backend_on_exported_repository(protocol: str, triton: TritonSer
     embedders = select_embedders(load_manifest(model_dir), EMBEDDER_NAME, BRANCH_FAMILY, use_branches=True)
     missing = [name for name, _ in embedders.values() if not (EXPORTED / name / "config.pbtxt").exists()]
     assert not missing, f"manifest embedders the exported repository does not serve: {missing}"
-    settings = TritonSettings(url=triton.url(protocol), protocol=protocol, timeout_s=30.0)
+    settings = TritonSettings(triton_url=triton.url(protocol), triton_protocol=protocol, triton_timeout_s=30.0)
     backend = TritonBackend(settings, embedders)
     assert backend.ready()
     embedded = OnnxRuntimeBackend(model_dir, embedders, threads=1)
