@@ -49,8 +49,8 @@ def test_defaults() -> None:
         "yunet", None, 0.6, 1280, 8, 32)
     assert (s.batching.max_batch, s.batching.max_batch_wait_ms, s.batching.max_wait_s) == (32, 2.0, 0.002)
     i = s.index
-    assert (i.index_type, i.index_auto_exact_max, i.hnsw_m, i.hnsw_ef_search, i.hnsw_ef_construction) == ("flat", 200_000, 32,
-                                                                                              256, 80)
+    assert (i.index_type, i.index_auto_exact_max, i.hnsw_m, i.hnsw_ef_search, i.hnsw_ef_construction) == (
+        "flat", 200_000, 32, 256, 80)
     assert (i.ivf_nlist, i.ivf_nprobe, i.pq_m, i.pq_refine, i.faiss_gpu, i.faiss_threads) == (1024, 512, 32, 8, True, 1)
     assert (s.triton.triton_url, s.triton.triton_protocol, s.triton.triton_timeout_s) == ("localhost:8001", "grpc", 5.0)
     assert s.model_dir == Path("models") and s.model_mirror is None
