@@ -1,10 +1,10 @@
 """Gallery index at scale: flat vs HNSW vs IVF-PQ on real LFW embeddings plus synthetic distractors.
 
 Gallery: one photo per LFW identity (`<Name>_0001.jpg`, every identity whose photo has a detected face), embedded
-through the service pipeline (`bench.lfw.PipelineEmbedder`, cached in `.cache/anyface/`), then synthetic distractors
-up to 10k / 100k / 1M faces. Distractors are drawn from a Gaussian fitted to the real gallery embeddings (their
-mean and full 128 x 128 covariance) and L2-normalised, so they occupy the same cone of the sphere as real faces
-(isotropic noise would be far from every query and make approximate search look better than it is).
+through the service's face path (`evaluation.embed.FacePathEmbedder`, cached in `.cache/anyface/`), then synthetic
+distractors up to 10k / 100k / 1M faces. Distractors are drawn from a Gaussian fitted to the real gallery
+embeddings (their mean and full 128 x 128 covariance) and L2-normalised, so they occupy the same cone of the sphere
+as real faces (isotropic noise would be far from every query and make approximate search look better than it is).
 Queries: `<Name>_0002.jpg` of identities in the gallery (a different photo of an enrolled person).
 
 Every index is the service's own `service.gallery.index.GalleryIndex` (face ids, best face per subject, `top_k=1`).
@@ -64,14 +64,15 @@ class Row:
 
 # -- data ---------------------------------------------------------------------------------------------------------
 def real_embeddings() -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
-    """Gallery (one photo per identity) and query (second photo) embeddings of LFW, through the pipeline."""
-    from bench.lfw import PipelineEmbedder, lfw_root
+    """Gallery (one photo per identity) and query (second photo) embeddings of LFW, through the face path."""
+    from evaluation.embed import FacePathEmbedder
+    from evaluation.lfw import image_name, images_dir, lfw_root
 
-    root = lfw_root() / "images_deepfunneled"
+    root = images_dir(lfw_root())
     people = sorted(p.name for p in root.iterdir() if p.is_dir())
-    enrol = [f"{n}/{n}_0001.jpg" for n in people]
-    probe = [f"{n}/{n}_0002.jpg" for n in people if (root / n / f"{n}_0002.jpg").exists()]
-    emb = PipelineEmbedder().embed_files(root, enrol + probe, desc="LFW embeddings")
+    enrol = [image_name(n, 1) for n in people]
+    probe = [image_name(n, 2) for n in people if (root / image_name(n, 2)).exists()]
+    emb = FacePathEmbedder().embed_files(root, enrol + probe, desc="LFW embeddings")
     g_names = [p.split("/")[0] for p in enrol if p in emb]
     gallery = np.stack([emb[p] for p in enrol if p in emb]).astype(np.float32)
     enrolled = set(g_names)

@@ -20,7 +20,8 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from bench.lfw import PipelineEmbedder, lfw_root
+from evaluation.embed import FacePathEmbedder
+from evaluation.lfw import images_dir, lfw_root
 from service.gallery.sqlite_store import SqliteStore
 from service.gallery.store import NewFace
 
@@ -86,11 +87,10 @@ def _time(client: httpx.Client, name: str, send: object) -> Latency:
 
 
 def run() -> list[Latency]:
-    root = lfw_root()
-    images = root / "images_deepfunneled"
+    images = images_dir(lfw_root())
     people = sorted(p.name for p in images.iterdir())
     photos = sorted(str(p.relative_to(images)) for person in people for p in (images / person).glob("*_0001.jpg"))
-    embeddings_by_name = PipelineEmbedder().embed_files(images, photos, desc="gallery photos")
+    embeddings_by_name = FacePathEmbedder().embed_files(images, photos, desc="gallery photos")
     embeddings = [embeddings_by_name[n] for n in photos if n in embeddings_by_name]
     a = (images / "Aaron_Peirsol/Aaron_Peirsol_0001.jpg").read_bytes()
     b = (images / "Aaron_Peirsol/Aaron_Peirsol_0002.jpg").read_bytes()

@@ -9,7 +9,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench.accuracy import SYSTEMS, evaluate, plot_roc
+from bench.accuracy import SYSTEMS, evaluate, plot_lfw_roc
 from bench.latency import plot, run
 
 DOCS = Path("docs")
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.time()
     results, curves = evaluate(args.systems)
-    plot_roc(curves, DOCS / "lfw_roc.png")
+    plot_lfw_roc(curves, DOCS / "lfw_roc.png")
     latencies = run()
     plot(latencies, DOCS / "latency.png")
     rows = "\n".join(

@@ -6,20 +6,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluation.lfw import lfw_root
+from service.models.contract import EMBEDDING_SIZE as EMBEDDING_SIZE  # the contract's constants, re-exported
+from service.models.contract import INPUT_MEAN, INPUT_STD
+from service.models.contract import TRUNK_RESOLUTION as TRUNK_RESOLUTION
+
+MEAN, STD = INPUT_MEAN, INPUT_STD
 DEFAULT_RESOLUTIONS: tuple[int, ...] = (56, 28, 14, 7)
-TRUNK_RESOLUTION = 112
-EMBEDDING_SIZE = 128
-MEAN = 127.5
-STD = 128.0
-
-
-def data_dir() -> Path:
-    """The parent of `lfw/` (env `ANYFACE_DATA_DIR`, default `data`)."""
-    return Path(os.environ.get("ANYFACE_DATA_DIR", "data"))
 
 
 def lfw_dir() -> Path:
-    return data_dir() / "lfw"
+    """`$ANYFACE_DATA_DIR/lfw` (`evaluation.lfw.lfw_root`: an error naming the variable when it is unset)."""
+    return lfw_root()
 
 
 def model_dir() -> Path:

@@ -22,15 +22,15 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from evaluation.lfw import people_images, read_people
 from training.config import DEGRADE_PROBS, DistillConfig, cache_dir, lfw_dir, trunk_weights
 from training.data.degrade import DegradeConfig, degrade, normalise
-from training.data.lfw_crops import load_cache, people_images
+from training.data.lfw_crops import load_cache
 from training.data.teacher_cache import TeacherCache, build_teacher_cache
 from training.layers.scan_conv import ScanConv2d, scale_loss_of, set_scale_loss
 from training.losses import embedding_loss, feature_loss
@@ -47,7 +47,8 @@ def seed_everything(seed: int) -> None:
 def train_rows(max_images: int, seed: int) -> np.ndarray:
     """Crop-cache rows of the peopleDevTrain images (a seeded subset of at most `max_images`), sorted."""
     cache = load_cache()
-    names = [name for _person, name in people_images(lfw_dir() / "peopleDevTrain.txt") if name in cache.index]
+    people = read_people(lfw_dir() / "peopleDevTrain.txt")
+    names = [name for _person, name in people_images(people) if name in cache.index]
     if not names:
         raise SystemExit("the crop cache holds no peopleDevTrain image; run `python -m training.data.lfw_crops`")
     rows = cache.rows(names)
@@ -189,15 +190,6 @@ def _save_checkpoint(
         tmp,
     )
     tmp.replace(path)
-
-
-def load_branch(trunk: MobileFaceNet, path: Path) -> BranchNet:
-    """A trained `BranchNet` (eval mode) from a `branch.pt` written by this module."""
-    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    net = BranchNet(trunk, ckpt["resolution"], ckpt["conv"])
-    net.branch.load_state_dict(ckpt["branch"])
-    net.eval()
-    return net
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from service.models.manifest import ModelEntry, sha256_of, update_manifest
+from training.checkpoints import load_branch
 from training.config import EMBEDDING_SIZE, MEAN, STD, model_dir, trunk_weights
 from training.data.degrade import downsample, normalise
-from training.distill import load_branch
 from training.layers.fuse import fuse_model
 from training.models.btnet import BranchNet
 from training.models.mobilefacenet import MobileFaceNet, load_trunk

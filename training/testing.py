@@ -1,4 +1,4 @@
-"""Helpers for the `tests/test_training_*.py` files: locate LFW and the models, or skip with the reason."""
+"""Helpers for the `tests/training/` files: locate LFW and the models, or skip with the reason."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evaluation.lfw import missing_lfw as missing_lfw  # re-exported for the tests
 from training.config import lfw_dir, model_dir, trunk_weights
 from training.models.mobilefacenet import MobileFaceNet
 
@@ -28,11 +29,6 @@ def missing_models() -> str | None:
     return f"model files absent ({', '.join(absent)}): run `python -m service.models fetch`" if absent else None
 
 
-def missing_lfw() -> str | None:
-    root = lfw_dir() / "images_deepfunneled"
-    if not root.exists():
-        return f"LFW not found at {root}: set ANYFACE_DATA_DIR to the folder that holds lfw/"
-    return None
 
 
 @lru_cache(maxsize=1)

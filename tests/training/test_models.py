@@ -157,19 +157,17 @@ def test_scale_loss_trains_only_its_own_scales(random_trunk: MobileFaceNet) -> N
 def test_direct_alignment_matches_the_training_geometry(r: int) -> None:
     if reason := missing_models() or missing_lfw():
         pytest.skip(reason)
-    from service.detection.yunet import YuNetDetector
+    from evaluation.lfw import images_dir
     from service.imaging.align import align_face
-    from service.imaging.decode import decode_image
-    from training.config import lfw_dir, model_dir
+    from training.config import lfw_dir
     from training.data.degrade import downsample
-    from training.data.lfw_crops import _LIMITS, _pick
+    from training.data.lfw_crops import main_face_landmarks, offline_faces
     from training.testing import SAMPLE_IMAGES
 
-    detector = YuNetDetector(model_dir() / "face_detection_yunet_2023mar.onnx", 0.5, 640)
+    faces = offline_faces()  # the service's face path, as the training crops use it
     diffs = []
     for name in SAMPLE_IMAGES:
-        rgb = decode_image((lfw_dir() / "images_deepfunneled" / name).read_bytes(), _LIMITS)
-        lm = _pick(detector.detect(rgb), rgb.shape[1], rgb.shape[0])
+        rgb, lm = main_face_landmarks(faces, images_dir(lfw_dir()) / name, name)
         assert lm is not None
         direct = align_face(rgb, lm, r).astype(np.float64)
         diffs.append(np.abs(direct - downsample(align_face(rgb, lm, 112), r)).mean())

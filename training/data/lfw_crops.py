@@ -1,10 +1,17 @@
-"""Aligned 112 x 112 LFW crops, made once with the service's own YuNet detector and ArcFace aligner, then cached.
+"""Aligned 112 x 112 crops of every LFW image, made once through the service's own face path, then cached.
 
-The cache (`<cache_dir>/lfw_crops_112.npy`, uint8 N x 112 x 112 x 3 RGB, plus `lfw_crops_112.json` with the
-relative image names and how each face was found) covers every image of `images_deepfunneled`; the identity
-lists (`peopleDevTrain.txt`, `peopleDevTest.txt`, `pairs.txt`) select from it. LFW images are centred on the
-labelled person, so among several detections the one nearest the image centre wins; an image without any
-detection is aligned with the mean landmarks of all detected faces (counted in the JSON as `fallback`).
+Faces come from `service.core.wiring.build_offline` with the default `Settings` (only `model_dir` from
+`training.config`): the service's detector, score threshold, face filter and main-face rule (`rank_by_prominence`),
+aligned by the service's `align_face`, so training sees the faces the service will see. Training needs every
+image: one in which the face path finds no face is aligned with the mean landmarks of all detected faces (counted
+in the JSON as `fallback`).
+
+The cache is `<cache_dir>/lfw_crops_112.npy` (uint8 N x 112 x 112 x 3 RGB) and `lfw_crops_112.json` (the image
+names relative to `images_deepfunneled`, how each face was found, the fallback count, and `face_path`: the face
+path's settings and detector checksum, `evaluation.embed.face_path_fingerprint`). `load_cache` rebuilds a cache
+made by another face path instead of using it, and the teacher cache is keyed by the crops' contents
+(`training.data.teacher_cache`), so features of old crops are never reused. The identity lists
+(`peopleDevTrain.txt`, `peopleDevTest.txt`, `pairs.txt`, read by `evaluation.lfw`) select from it.
 
 Run `python -m training.data.lfw_crops` to build it ahead of time (about 2-4 minutes on 2 cores).
 """
@@ -13,19 +20,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from service.detection.yunet import YuNetDetector
+from evaluation.embed import digest, face_path_fingerprint
+from evaluation.lfw import all_images, images_dir
+from service.core.wiring import OfflineFaces, build_offline, read_manifest
 from service.imaging.align import align_face
-from service.imaging.decode import DecodeLimits, decode_image
+from service.models.contract import TRUNK_RESOLUTION
+from service.settings import Settings
 from training.config import cache_dir, lfw_dir, model_dir
 
-CROP_SIZE = 112
-_LIMITS = DecodeLimits(max_bytes=50 << 20, max_pixels=50_000_000, min_side=8)
+CROP_SIZE = TRUNK_RESOLUTION
+CROPS_FILE = f"lfw_crops_{CROP_SIZE}.npy"
+META_FILE = f"lfw_crops_{CROP_SIZE}.json"
 
 
 @dataclass
@@ -35,72 +47,43 @@ class CropCache:
     crops: np.ndarray  # N x 112 x 112 x 3 uint8 (memory-mapped)
     names: list[str]  # "Name/Name_0001.jpg"
     index: dict[str, int]
+    meta: dict[str, Any] = field(default_factory=dict)  # lfw_crops_112.json
 
     def rows(self, names: list[str]) -> np.ndarray:
         return np.array([self.index[n] for n in names], dtype=np.int64)
 
 
-def image_name(person: str, number: int) -> str:
-    return f"{person}/{person}_{number:04d}.jpg"
+def face_settings() -> Settings:
+    """The service's default settings, with the training model folder."""
+    return Settings(model_dir=model_dir())
 
 
-def read_people(path: Path) -> list[tuple[str, int]]:
-    """`peopleDevTrain.txt` style: a count line, then `name<TAB>n_images`."""
-    lines = path.read_text().split("\n")
-    out = []
-    for line in lines[1:]:
-        parts = line.split()
-        if len(parts) == 2:
-            out.append((parts[0], int(parts[1])))
-    return out
+def offline_faces() -> OfflineFaces:
+    return build_offline(face_settings())
 
 
-def people_images(path: Path) -> list[tuple[str, str]]:
-    """(person, image name) for every image of every person in a people list."""
-    return [(p, image_name(p, i)) for p, n in read_people(path) for i in range(1, n + 1)]
+def current_face_path() -> dict[str, Any]:
+    """The fingerprint of the face path a cache built now would use."""
+    settings = face_settings()
+    return face_path_fingerprint(settings, read_manifest(settings))
 
 
-def read_pairs(path: Path) -> list[list[tuple[str, str, bool]]]:
-    """`pairs.txt` (View 2): folds of (image a, image b, same person)."""
-    lines = [ln.split() for ln in path.read_text().split("\n") if ln.strip()]
-    n_folds, n_per = int(lines[0][0]), int(lines[0][1])
-    rows = lines[1:]
-    folds = []
-    for f in range(n_folds):
-        chunk = rows[f * 2 * n_per : (f + 1) * 2 * n_per]
-        fold = []
-        for parts in chunk:
-            if len(parts) == 3:
-                fold.append((image_name(parts[0], int(parts[1])), image_name(parts[0], int(parts[2])), True))
-            else:
-                fold.append((image_name(parts[0], int(parts[1])), image_name(parts[2], int(parts[3])), False))
-        folds.append(fold)
-    return folds
-
-
-def _pick(faces: list, width: int, height: int) -> np.ndarray | None:
-    if not faces:
-        return None
-    centre = np.array([width / 2.0, height / 2.0])
-
-    def dist(face: object) -> float:
-        box = face.box  # type: ignore[attr-defined]
-        return float(np.linalg.norm((box[:2] + box[2:]) / 2.0 - centre))
-
-    return np.asarray(min(faces, key=dist).landmarks, dtype=np.float64)
+def main_face_landmarks(faces: OfflineFaces, image: Path, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The decoded RGB image and the landmarks of its main face (None without a face)."""
+    rgb, found = faces.path.find_faces(image.read_bytes(), name, faces.face_filter)
+    return rgb, (np.asarray(found[0].landmarks, dtype=np.float64) if found else None)
 
 
 def align_images(names: list[str], root: Path | None = None) -> np.ndarray:
     """Detect and align a few LFW images without the cache (tests): N x 112 x 112 x 3 uint8."""
-    image_root = (root or lfw_dir()) / "images_deepfunneled"
-    detector = YuNetDetector(model_dir() / "face_detection_yunet_2023mar.onnx", score_threshold=0.5, max_side=640)
+    folder = images_dir(root or lfw_dir())
+    faces = offline_faces()
     crops = []
     for name in names:
-        rgb = decode_image((image_root / name).read_bytes(), _LIMITS)
-        lm = _pick(detector.detect(rgb), rgb.shape[1], rgb.shape[0])
-        if lm is None:
+        rgb, landmarks = main_face_landmarks(faces, folder / name, name)
+        if landmarks is None:
             raise RuntimeError(f"no face found in {name}")
-        crops.append(align_face(rgb, lm, CROP_SIZE))
+        crops.append(align_face(rgb, landmarks, CROP_SIZE))
     return np.stack(crops)
 
 
@@ -108,51 +91,58 @@ def build_cache(root: Path | None = None, out_dir: Path | None = None, limit: in
     root = root or lfw_dir()
     out_dir = out_dir or cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    image_root = root / "images_deepfunneled"
-    names = sorted(str(p.relative_to(image_root)) for p in image_root.glob("*/*.jpg"))
-    if limit is not None:
-        names = names[:limit]
-    detector = YuNetDetector(model_dir() / "face_detection_yunet_2023mar.onnx", score_threshold=0.5, max_side=640)
-    images: list[np.ndarray] = []
-    landmarks: list[np.ndarray | None] = []
-    for name in tqdm(names, desc="detect LFW", unit="img"):
-        rgb = decode_image((image_root / name).read_bytes(), _LIMITS)
-        images.append(rgb)
-        landmarks.append(_pick(detector.detect(rgb), rgb.shape[1], rgb.shape[0]))
-    found = [lm for lm in landmarks if lm is not None]
-    mean_lm = np.mean(found, axis=0) if found else None
-    crops = np.lib.format.open_memmap(
-        out_dir / "lfw_crops_112.tmp.npy", mode="w+", dtype=np.uint8, shape=(len(names), CROP_SIZE, CROP_SIZE, 3)
-    )
-    how = []
-    for i, (rgb, lm) in enumerate(tqdm(list(zip(images, landmarks, strict=True)), desc="align", unit="img")):
-        if lm is None:
-            if mean_lm is None:
-                raise RuntimeError("no face detected in any image")
-            lm, kind = mean_lm, "fallback"
+    folder = images_dir(root)
+    names = all_images(root)[:limit]
+    faces = offline_faces()
+    tmp = out_dir / CROPS_FILE.replace(".npy", ".tmp.npy")
+    crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), CROP_SIZE, CROP_SIZE, 3))
+    found: list[np.ndarray] = []
+    no_face: dict[int, np.ndarray] = {}  # row -> decoded image, aligned once the mean landmarks are known
+    for i, name in enumerate(tqdm(names, desc="detect and align LFW", unit="img")):
+        rgb, landmarks = main_face_landmarks(faces, folder / name, name)
+        if landmarks is None:
+            no_face[i] = rgb
         else:
-            kind = "detected"
-        crops[i] = align_face(rgb, lm, CROP_SIZE)
-        how.append(kind)
+            found.append(landmarks)
+            crops[i] = align_face(rgb, landmarks, CROP_SIZE)
+    if no_face:
+        if not found:
+            raise RuntimeError("no face detected in any image")
+        mean_landmarks = np.mean(found, axis=0)
+        for i, rgb in no_face.items():
+            crops[i] = align_face(rgb, mean_landmarks, CROP_SIZE)
     crops.flush()
     del crops
-    (out_dir / "lfw_crops_112.tmp.npy").replace(out_dir / "lfw_crops_112.npy")
-    meta = {"names": names, "how": how, "fallback": how.count("fallback"), "size": CROP_SIZE}
-    (out_dir / "lfw_crops_112.json").write_text(json.dumps(meta))
-    return out_dir / "lfw_crops_112.npy"
+    tmp.replace(out_dir / CROPS_FILE)
+    how = ["fallback" if i in no_face else "detected" for i in range(len(names))]
+    meta = {"names": names, "how": how, "fallback": len(no_face), "size": CROP_SIZE,
+            "face_path": face_path_fingerprint(faces.settings, faces.manifest)}
+    (out_dir / META_FILE).write_text(json.dumps(meta))
+    return out_dir / CROPS_FILE
+
+
+def stale_reason(out_dir: Path) -> str | None:
+    """Why the cache in `out_dir` cannot be used (absent, or made by another face path), or None."""
+    if not (out_dir / CROPS_FILE).exists() or not (out_dir / META_FILE).exists():
+        return f"no crop cache in {out_dir}"
+    made_by = json.loads((out_dir / META_FILE).read_text()).get("face_path")
+    if made_by is None or digest(made_by) != digest(current_face_path()):
+        return f"the crops in {out_dir} were made by another face path than the service's current one"
+    return None
 
 
 def load_cache(out_dir: Path | None = None, build: bool = True) -> CropCache:
+    """The crop cache; one that is absent or stale is built (`build`) or is a `FileNotFoundError`."""
     out_dir = out_dir or cache_dir()
-    path = out_dir / "lfw_crops_112.npy"
-    if not path.exists():
+    if reason := stale_reason(out_dir):
         if not build:
-            raise FileNotFoundError(path)
+            raise FileNotFoundError(f"{reason}: run `python -m training.data.lfw_crops`")
+        print(f"{reason}: building it")
         build_cache(out_dir=out_dir)
-    meta = json.loads((out_dir / "lfw_crops_112.json").read_text())
+    meta = json.loads((out_dir / META_FILE).read_text())
     names = meta["names"]
-    crops = np.load(path, mmap_mode="r")
-    return CropCache(crops=crops, names=names, index={n: i for i, n in enumerate(names)})
+    crops = np.load(out_dir / CROPS_FILE, mmap_mode="r")
+    return CropCache(crops=crops, names=names, index={n: i for i, n in enumerate(names)}, meta=meta)
 
 
 def main() -> None:
@@ -162,7 +152,9 @@ def main() -> None:
     args = parser.parse_args()
     path = build_cache(out_dir=args.out, limit=args.limit)
     meta = json.loads(path.with_suffix(".json").read_text())
-    print(f"wrote {path}: {len(meta['names'])} crops, {meta['fallback']} aligned with the mean landmarks")
+    detection = meta["face_path"]["detection"]
+    print(f"wrote {path}: {len(meta['names'])} crops ({detection['detector']} at score "
+          f"{detection['score_threshold']}), {meta['fallback']} aligned with the mean landmarks")
 
 
 if __name__ == "__main__":

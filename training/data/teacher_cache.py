@@ -2,8 +2,9 @@
 
 For every training image and both flips it stores the trunk's embedding (float32, N x 2 x 128) and, for every
 requested branch resolution r, the trunk feature at r's implant stage (float16, N x 2 x C x r x r): the targets of
-embedding and feature distillation. The cache key covers the trunk checksum, the image list and the stages, so a
-changed trunk or data set gets a fresh cache.
+embedding and feature distillation. The cache key covers the trunk checksum, the rows and the contents of those
+crops, so a changed trunk, data set or crop (a crop cache rebuilt by another face path) gets a fresh cache; each
+stage is its own file, so other resolutions reuse what is there.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ class TeacherCache:
     features: dict[int, np.ndarray]  # resolution -> N x 2 x C x r x r float16 (memory-mapped)
 
 
-def _key(weights: Path, rows: np.ndarray) -> str:
+def _key(weights: Path, crops: np.ndarray, rows: np.ndarray, chunk: int = 512) -> str:
+    """The trunk's checksum, the rows and the bytes of those crops (read in chunks: the crops are memory-mapped)."""
     digest = hashlib.sha256()
     digest.update(sha256_of(weights).encode())
     digest.update(rows.astype(np.int64).tobytes())
+    for start in range(0, len(rows), chunk):
+        digest.update(np.ascontiguousarray(crops[rows[start : start + chunk]]).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -49,7 +53,7 @@ def build_teacher_cache(
     Each stage is its own file with its own completion marker, so a later run that needs fewer or other
     resolutions reuses what is there and computes only what is missing.
     """
-    folder = cache_root / f"teacher_{_key(weights, rows)}"
+    folder = cache_root / f"teacher_{_key(weights, crops, rows)}"
     folder.mkdir(parents=True, exist_ok=True)
     want_emb = not (folder / "embeddings.done").exists()
     missing = {r: implant_unit(r) for r in resolutions if not (folder / f"feat_r{r}.done").exists()}

@@ -1,0 +1,34 @@
+"""`evaluation.identification.open_set` on a constructed gallery whose answers can be checked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.identification import open_set
+
+
+def probe(k: int, score: float) -> np.ndarray:
+    """A unit vector with cosine `score` to gallery vector e_k and 0 to the others (the rest in dimension 3)."""
+    v = np.zeros(4)
+    v[k], v[3] = score, np.sqrt(1 - score * score)
+    return v
+
+
+def test_rank1_and_tpir_at_fpir() -> None:
+    gallery = np.eye(4)[:3]  # identities 0, 1, 2 at e0, e1, e2
+    gallery_ids = np.array([0, 1, 2])
+    mated = [(0, 0, 0.9), (1, 1, 0.7), (2, 0, 0.6), (0, 0, 0.48)]  # (identity, nearest gallery entry, cosine)
+    non_mated = [0.05 * i for i in range(1, 11)]  # top scores 0.05 .. 0.5, identity 99 (not enrolled)
+    probes = np.stack([probe(k, s) for _i, k, s in mated] + [probe(i % 3, s) for i, s in enumerate(non_mated)])
+    probe_ids = np.array([i for i, _k, _s in mated] + [99] * len(non_mated))
+    is_mated = np.array([True] * len(mated) + [False] * len(non_mated))
+    result = open_set(gallery, gallery_ids, probes, probe_ids, is_mated, fpirs=(0.1, 0.01))
+    # identity 2's probe is nearest identity 0: 3 of 4 mated probes are right at rank 1
+    assert result.rank1 == 0.75
+    # FPIR 0.1 allows 1 of 10 non-mated top scores: just above the second highest (0.45); 0.9, 0.7, 0.48 pass
+    assert result.thresholds[0.1] == pytest.approx(0.45 + 1e-6)
+    assert result.tpir[0.1] == 0.75
+    # FPIR 0.01 allows none: just above 0.5; 0.48 no longer passes
+    assert result.tpir[0.01] == 0.5
+    assert result.as_dict() == {"rank1": 0.75, "tpir@fpir=0.1": 0.75, "tpir@fpir=0.01": 0.5}
