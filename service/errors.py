@@ -74,3 +74,10 @@ class BackendUnavailable(ServiceError):
     """A dependency (store, Triton) is down; the caller may retry."""
 
     code = "backend_unavailable"
+
+
+class InvalidMetadata(InvalidParameter):
+    """A subject's metadata breaks the metadata rule (`core/metadata.py`): not a JSON object, too deep, too large,
+    or holding a value JSON cannot carry."""
+
+    code = "invalid_metadata"

@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     identify_threshold: float | None = None
     max_top_k: int = Field(100, ge=1)
     page_size_max: int = Field(500, ge=1)
+    max_metadata_bytes: int = Field(
+        16_384, ge=2, description="a subject's metadata as compact JSON (UTF-8, keys included), at most")
+    max_metadata_depth: int = Field(
+        16, ge=1, le=64, description="nesting of objects and arrays in metadata, the metadata object being level 1")
+    max_name_chars: int = Field(256, ge=1, description="a subject's name, at most (characters)")
+    max_json_body_bytes: int = Field(
+        65536, ge=1, description="the largest body of a request that takes no file (JSON such as PATCH): 413 beyond")
+
 
     # gallery
     store: str = "sqlite:///var/anyface/gallery.sqlite3"

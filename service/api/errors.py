@@ -27,6 +27,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.SubjectNotFound: 404,
     errors.FaceNotFound: 404,
     errors.InvalidParameter: 422,
+    errors.InvalidMetadata: 422,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.BackendUnavailable: 503,

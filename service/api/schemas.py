@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from service.core.face_path import AnalyzedFace
 from service.core.galleries import GalleryView
+from service.core.metadata import UnreadableMetadata
 from service.core.recognition import Identification, Verification
 from service.gallery.store import FaceRecord, Subject
 
@@ -118,6 +119,9 @@ class SubjectOut(BaseModel):
     subject_id: str
     name: str | None
     metadata: dict[str, Any]
+    metadata_error: str | None = Field(
+        None, description="why the stored metadata is not shown (metadata is then {}): it breaks the metadata rules "
+        "(written before them, or under larger limits); PATCH new metadata to replace it")
     face_count: int
     created_at: float
     updated_at: float
@@ -125,10 +129,11 @@ class SubjectOut(BaseModel):
 
     @classmethod
     def of(cls, subject: Subject, with_faces: bool = False) -> SubjectOut:
+        unreadable = subject.metadata.reason if isinstance(subject.metadata, UnreadableMetadata) else None
         return cls(
             gallery=subject.gallery, subject_id=subject.subject_id, name=subject.name, metadata=subject.metadata,
-            face_count=subject.face_count, created_at=subject.created_at, updated_at=subject.updated_at,
-            faces=[FaceRecordOut.of(f) for f in subject.faces] if with_faces else None,
+            metadata_error=unreadable, face_count=subject.face_count, created_at=subject.created_at,
+            updated_at=subject.updated_at, faces=[FaceRecordOut.of(f) for f in subject.faces] if with_faces else None,
         )
 
 
@@ -162,8 +167,14 @@ class SubjectPage(BaseModel):
 
 
 class SubjectPatch(BaseModel):
-    name: str | None = Field(None, max_length=256)
-    metadata: dict[str, Any] | None = None
+    """Each field that is given replaces the stored one. The name and metadata rules (lengths, depth, size, values)
+    are the core's, the same as for enrolment (`core/metadata.py`, `ANYFACE_MAX_NAME_CHARS`,
+    `ANYFACE_MAX_METADATA_BYTES`, `ANYFACE_MAX_METADATA_DEPTH`)."""
+
+    name: str | None = Field(None, description="at most max_name_chars (256) characters")
+    metadata: dict[str, Any] | None = Field(
+        None, description="a JSON object: at most max_metadata_bytes (16 KiB) as compact JSON, max_metadata_depth "
+        "(16) levels deep, finite numbers")
 
 
 class Deleted(BaseModel):

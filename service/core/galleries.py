@@ -3,6 +3,10 @@
 Writes go through `GalleryManager` (store first, then the in-memory index); reads go to the store. A missing
 gallery or subject is told apart in one place (`require_gallery`, `require_subject`): a subject that does not
 exist in a gallery that does not exist either is `GalleryNotFound`.
+
+A subject's name and metadata follow one rule (`metadata.py`), checked before anything is written, for enrolment
+and update alike; every subject this module answers has gone through `metadata.presentable`, so a response can be
+built from whatever the store holds.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from anyio import to_thread
 from service import metrics
 from service.core.face_path import FaceFilter, stage
 from service.core.inputs import FilterOverrides, ImageSource
+from service.core.metadata import SubjectLimits, check_metadata, check_name, presentable, shown_name
 from service.core.pipeline import FacePipeline
 from service.errors import FaceNotFound, GalleryNotFound, InvalidParameter, MultipleFaces, NoFace, SubjectNotFound
 from service.gallery.index import Hit
 from service.gallery.manager import GalleryManager
 from service.gallery.store import FaceRecord, GalleryInfo, GalleryStore, NewFace, Subject
 from service.settings import Settings
+
+MAX_FACE_ID = 2**63 - 1  # face ids are positive signed 64-bit integers in every store
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Galleries:
         self.settings = settings
         self.manager = manager
         self.pipeline = pipeline
+        self.limits = SubjectLimits.of(settings)
 
     @property
     def _store(self) -> GalleryStore:
@@ -60,7 +68,10 @@ class Galleries:
         subject = await to_thread.run_sync(self._store.get_subject, gallery, subject_id, with_faces)
         if subject is None:
             await self._subject_missing(gallery, subject_id)
-        return subject  # type: ignore[return-value]
+        return self._shown(subject)  # type: ignore[arg-type]
+
+    def _shown(self, subject: Subject) -> Subject:
+        return presentable(subject, self.limits)
 
     async def _subject_missing(self, gallery: str, subject_id: str) -> None:
         """Raise the right 'not found' for a subject that is not there."""
@@ -72,12 +83,15 @@ class Galleries:
                      metadata: dict[str, Any] | None = None, allow_multiple: bool = False,
                      overrides: FilterOverrides | None = None) -> Enrolment:
         """Create the gallery and subject when new and add one face per photo, all or nothing: every photo is
-        checked (exactly one face, or its main face with `allow_multiple`) before anything is written."""
+        checked (exactly one face, or its main face with `allow_multiple`), and the name and metadata, before
+        anything is written."""
         if not images:
             raise InvalidParameter("images: at least one file is required", code="missing_field")
         if len(images) > self.settings.max_images_per_request:
             raise InvalidParameter(f"images: at most {self.settings.max_images_per_request} per request",
                                    code="too_many_images")
+        name = check_name(name, self.limits)
+        metadata = check_metadata(metadata, self.limits)
         o = overrides or FilterOverrides()
         flt = FaceFilter.of(self.settings.detection, o.min_face_size, o.score_threshold)
         new_faces: list[NewFace] = []
@@ -93,7 +107,7 @@ class Galleries:
             new_faces.append(NewFace(face.embedding, [float(v) for v in face.face.box], face.branch))  # type: ignore[arg-type]
         subject, records = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
                                                     new_faces)
-        return Enrolment(subject, records)
+        return Enrolment(self._shown(subject), records)
 
     # -- queries --------------------------------------------------------------------------------------------
     def _view(self, info: GalleryInfo) -> GalleryView:
@@ -112,18 +126,26 @@ class Galleries:
 
     async def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
         """One page of subjects ordered by id after `cursor`, and the next cursor (None at the end)."""
-        if limit > self.settings.page_size_max:
-            raise InvalidParameter(f"limit: at most {self.settings.page_size_max}")
+        if not 1 <= limit <= self.settings.page_size_max:
+            raise InvalidParameter(f"limit: from 1 to {self.settings.page_size_max}")
         if await to_thread.run_sync(self._store.get_gallery, gallery) is None:
             raise GalleryNotFound(f"gallery {gallery!r} does not exist")
-        return await to_thread.run_sync(self._store.list_subjects, gallery, cursor, limit)
+
+        def page() -> tuple[list[Subject], str | None]:  # checking up to page_size_max metadata: off the event loop
+            subjects, next_cursor = self._store.list_subjects(gallery, cursor, limit)
+            return [self._shown(s) for s in subjects], next_cursor
+
+        return await to_thread.run_sync(page)
 
     async def update_subject(self, gallery: str, subject_id: str, name: str | None,
                              metadata: dict[str, Any] | None) -> Subject:
+        """Replace the name and/or the metadata that are given (None leaves a field as it is)."""
+        name = check_name(name, self.limits)
+        metadata = check_metadata(metadata, self.limits)
         subject = await to_thread.run_sync(self._store.update_subject, gallery, subject_id, name, metadata)
         if subject is None:
             await self._subject_missing(gallery, subject_id)
-        return subject  # type: ignore[return-value]
+        return self._shown(subject)  # type: ignore[arg-type]
 
     # -- deletion -------------------------------------------------------------------------------------------
     async def delete_gallery(self, gallery: str) -> None:
@@ -135,7 +157,8 @@ class Galleries:
             await self._subject_missing(gallery, subject_id)
 
     async def delete_face(self, gallery: str, subject_id: str, face_id: int) -> None:
-        if not await to_thread.run_sync(self.manager.delete_face, gallery, subject_id, face_id):
+        in_range = 1 <= face_id <= MAX_FACE_ID  # no store holds another (SQLite could not even look it up)
+        if not (in_range and await to_thread.run_sync(self.manager.delete_face, gallery, subject_id, face_id)):
             await self.require_subject(gallery, subject_id, with_faces=False)
             raise FaceNotFound(f"face {face_id} does not exist for subject {subject_id!r} in gallery {gallery!r}")
 
@@ -150,4 +173,4 @@ class Galleries:
             hits = self.manager.search(gallery, embeddings, top_k)
             kept = [[h for h in face_hits if h.similarity >= threshold] for face_hits in hits]
             names = self._store.subject_names(gallery, sorted({h.subject_id for hs in kept for h in hs}))
-        return kept, names
+        return kept, {subject_id: shown_name(name) for subject_id, name in names.items()}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,6 +57,22 @@ DEFAULT_STREAM_MAXLEN = 100_000
 CHUNK = 500
 # Replies that mean "Redis cannot serve right now" rather than "the request is wrong".
 _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS")
+
+def _stored_metadata(row: dict[bytes, bytes], gallery: str, subject_id: str) -> dict[str, Any]:
+    """A subject's metadata as stored; reading it never fails a response: a value that is no JSON object (damaged,
+    written by hand, or missing) reads as {}, with a warning. What of it may be shown is the core's rule
+    (`core/metadata.py`)."""
+    text = row.get(b"metadata")
+    try:
+        value = json.loads(text) if text is not None else None
+    except (ValueError, RecursionError) as exc:  # not JSON, too many digits, too deep to parse
+        value = exc
+    if isinstance(value, dict):
+        return value
+    logging.getLogger(__name__).warning("subject %r of gallery %r: the stored metadata is no JSON object (%s); "
+                                        "read as {}", subject_id, gallery, str(value)[:200])
+    return {}
+
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
@@ -136,7 +153,7 @@ class RedisStore(GalleryStore):
     @staticmethod
     def _subject(gallery: str, subject_id: str, row: dict[bytes, bytes], face_count: int,
                  faces: list[FaceRecord] | None = None) -> Subject:
-        return Subject(gallery, subject_id, json.loads(row[b"name"]), json.loads(row[b"metadata"]),
+        return Subject(gallery, subject_id, json.loads(row[b"name"]), _stored_metadata(row, gallery, subject_id),
                        float(row[b"created_at"]), float(row[b"updated_at"]), faces or [], face_count)
 
     # -- interface -----------------------------------------------------------------------------------------

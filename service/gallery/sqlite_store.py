@@ -7,6 +7,7 @@ An enrolment is one transaction that is committed before the API answers, so an 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -69,6 +70,20 @@ def path_from_url(url: str) -> Path:
     return Path(url[len("sqlite:///"):])
 
 
+def stored_metadata(text: Any, gallery: str, subject_id: str) -> dict[str, Any]:
+    """A subject's metadata as stored; reading it never fails a response: text that is no JSON object (damaged, or
+    written by hand) reads as {}, with a warning. What of it may be shown is the core's rule (`core/metadata.py`)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:  # not JSON, too many digits, too deep to parse
+        value = exc
+    if isinstance(value, dict):
+        return value
+    logging.getLogger(__name__).warning("subject %r of gallery %r: the stored metadata is no JSON object (%s); "
+                                        "read as {}", subject_id, gallery, str(value)[:200])
+    return {}
+
+
 class SqliteStore(GalleryStore):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +128,8 @@ class SqliteStore(GalleryStore):
     @staticmethod
     def _subject(row: tuple[Any, ...], face_count: int = 0, faces: list[FaceRecord] | None = None) -> Subject:
         gallery, subject_id, name, metadata, created, updated = row
-        return Subject(gallery, subject_id, name, json.loads(metadata), created, updated, faces or [], face_count)
+        return Subject(gallery, subject_id, name, stored_metadata(metadata, gallery, subject_id), created, updated,
+                       faces or [], face_count)
 
     @staticmethod
     def _face(row: tuple[Any, ...]) -> FaceRecord:

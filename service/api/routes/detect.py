@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from service.api.auth import authorize
 from service.api.context import core_of
-from service.api.params import UploadImage, overrides
+from service.api.params import MAX_COUNT, MAX_FACE_SIZE, UploadImage, overrides
 from service.api.schemas import DetectResponse, FaceOut, ImageSize
 
 router = APIRouter(tags=["faces"])
@@ -16,9 +16,10 @@ router = APIRouter(tags=["faces"])
 async def detect(
     request: Request,
     image: UploadFile | None = File(None, description="the photo"),
-    min_face_size: float | None = Form(None, ge=0, description="drop faces smaller than this (pixels)"),
-    det_score_threshold: float | None = Form(None, ge=0, le=1),
-    max_faces: int | None = Form(None, ge=1),
+    min_face_size: float | None = Form(None, ge=0, le=MAX_FACE_SIZE, allow_inf_nan=False,
+                                       description="drop faces smaller than this (pixels)"),
+    det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
+    max_faces: int | None = Form(None, ge=1, le=MAX_COUNT),
 ) -> DetectResponse:
     authorize(request, None, write=False)
     core = core_of(request)

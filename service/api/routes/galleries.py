@@ -6,7 +6,16 @@ from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
 
 from service.api.auth import authorize, caller_key
 from service.api.context import core_of
-from service.api.params import GalleryName, SubjectId, UploadImage, overrides, parse_metadata
+from service.api.params import (
+    MAX_COUNT,
+    MAX_FACE_SIZE,
+    FaceId,
+    GalleryName,
+    SubjectId,
+    UploadImage,
+    overrides,
+    parse_metadata,
+)
 from service.api.schemas import (
     Deleted,
     EnrollResponse,
@@ -27,18 +36,19 @@ async def enroll(
     gallery: GalleryName,
     subject_id: SubjectId,
     images: list[UploadFile] | None = File(None, description="one or more photos of the subject"),
-    name: str | None = Form(None, max_length=256),
-    metadata: str | None = Form(None, description="a JSON object stored with the subject"),
+    name: str | None = Form(None, description="at most max_name_chars (256) characters"),
+    metadata: str | None = Form(None, description="a JSON object stored with the subject (the rules of PATCH)"),
     allow_multiple: bool = Form(False, description="enrol the largest face of a photo that shows several"),
-    min_face_size: float | None = Form(None, ge=0),
-    det_score_threshold: float | None = Form(None, ge=0, le=1),
+    min_face_size: float | None = Form(None, ge=0, le=MAX_FACE_SIZE, allow_inf_nan=False),
+    det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
 ) -> EnrollResponse:
     authorize(request, gallery, write=True)
     core = core_of(request)
     limit = core.settings.decode.max_image_bytes
     sources = [UploadImage(upload, limit, f"images[{i}]") for i, upload in enumerate(images or [])]
     enrolment = await core.galleries.enroll(gallery, subject_id, sources, name,
-                                            parse_metadata(metadata) if sources else None, allow_multiple,
+                                            parse_metadata(metadata, core.settings.max_json_body_bytes)
+                                            if sources else None, allow_multiple,
                                             overrides(min_face_size, det_score_threshold))
     return EnrollResponse(subject=SubjectOut.of(enrolment.subject),
                           faces=[FaceRecordOut.of(r) for r in enrolment.faces])
@@ -71,7 +81,7 @@ async def list_subjects(
     request: Request,
     gallery: GalleryName,
     cursor: str | None = Query(None, max_length=128, description="next_cursor of the previous page"),
-    limit: int = Query(100, ge=1),
+    limit: int = Query(100, ge=1, le=MAX_COUNT, description="page size, at most page_size_max"),
 ) -> SubjectPage:
     authorize(request, gallery, write=False)
     subjects, next_cursor = await core_of(request).galleries.list_subjects(gallery, cursor, limit)
@@ -100,7 +110,7 @@ async def delete_subject(request: Request, gallery: GalleryName, subject_id: Sub
 
 
 @router.delete("/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}", response_model=Deleted)
-async def delete_face(request: Request, gallery: GalleryName, subject_id: SubjectId, face_id: int) -> Deleted:
+async def delete_face(request: Request, gallery: GalleryName, subject_id: SubjectId, face_id: FaceId) -> Deleted:
     authorize(request, gallery, write=True)
     await core_of(request).galleries.delete_face(gallery, subject_id, face_id)
     return Deleted()

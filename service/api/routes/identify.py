@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from service.api.auth import authorize
 from service.api.context import core_of
-from service.api.params import GALLERY_PATTERN, UploadImage, overrides
+from service.api.params import GALLERY_PATTERN, MAX_COUNT, MAX_FACE_SIZE, UploadImage, overrides
 from service.api.schemas import IdentifyResponse
 
 router = APIRouter(tags=["faces"])
@@ -17,12 +17,13 @@ async def identify(
     request: Request,
     image: UploadFile | None = File(None),
     gallery: str = Form(..., pattern=GALLERY_PATTERN),
-    top_k: int = Form(5, ge=1),
-    threshold: float | None = Form(None, ge=-1, le=1, description="cosine similarity; default: calibrated"),
+    top_k: int = Form(5, ge=1, le=MAX_COUNT, description="at most max_top_k"),
+    threshold: float | None = Form(None, ge=-1, le=1, allow_inf_nan=False,
+                                   description="cosine similarity; default: calibrated"),
     all_faces: bool = Form(False, description="identify every face, not only the largest"),
-    min_face_size: float | None = Form(None, ge=0),
-    det_score_threshold: float | None = Form(None, ge=0, le=1),
-    max_faces: int | None = Form(None, ge=1),
+    min_face_size: float | None = Form(None, ge=0, le=MAX_FACE_SIZE, allow_inf_nan=False),
+    det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
+    max_faces: int | None = Form(None, ge=1, le=MAX_COUNT),
 ) -> IdentifyResponse:
     authorize(request, gallery, write=False)
     core = core_of(request)

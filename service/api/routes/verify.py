@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from service.api.auth import authorize
 from service.api.context import core_of
-from service.api.params import GALLERY_PATTERN, SUBJECT_PATTERN, UploadImage, overrides
+from service.api.params import GALLERY_PATTERN, MAX_FACE_SIZE, SUBJECT_PATTERN, UploadImage, overrides
 from service.api.schemas import VerifyResponse
 from service.errors import InvalidParameter
 
@@ -21,9 +21,10 @@ async def verify(
     image: UploadFile | None = File(None, description="photo to check against an enrolled subject"),
     gallery: str | None = Form(None, pattern=GALLERY_PATTERN),
     subject_id: str | None = Form(None, pattern=SUBJECT_PATTERN),
-    threshold: float | None = Form(None, ge=-1, le=1, description="cosine similarity; default: calibrated"),
-    min_face_size: float | None = Form(None, ge=0),
-    det_score_threshold: float | None = Form(None, ge=0, le=1),
+    threshold: float | None = Form(None, ge=-1, le=1, allow_inf_nan=False,
+                                   description="cosine similarity; default: calibrated"),
+    min_face_size: float | None = Form(None, ge=0, le=MAX_FACE_SIZE, allow_inf_nan=False),
+    det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
 ) -> VerifyResponse:
     core = core_of(request)
     limit = core.settings.decode.max_image_bytes
