@@ -81,3 +81,15 @@ class InvalidMetadata(InvalidParameter):
     or holding a value JSON cannot carry."""
 
     code = "invalid_metadata"
+
+
+class UnsupportedImage(ServiceError):
+    """A decodable image in a form the service cannot turn into RGB (e.g. an unknown colour mode)."""
+
+    code = "unsupported_image"
+
+
+class DecodeOverloaded(ServiceError):
+    """The decodes in flight hold the whole decode memory budget and it did not free up in time: retry later."""
+
+    code = "overloaded"

@@ -47,6 +47,14 @@ class DecodeLimits(Section):
     max_image_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
     min_image_side: int = Field(16, ge=1)
+    max_decode_side: int = Field(
+        2560, ge=64, description="a photo with a longer side is decoded reduced to it (2 x det_max_side: detection "
+        "sees 1280, aligned crops keep twice that); coordinates stay in the photo's own pixels (docs/memory.md)")
+    decode_memory_budget: int = Field(
+        512 * 1024 * 1024, gt=0, description="bytes of image memory the decodes in flight in a worker may hold "
+        "together, each estimated from its header; one larger than this runs alone (docs/memory.md)")
+    decode_wait_s: float = Field(
+        10.0, ge=0, description="how long a decode waits for the budget before 503 `overloaded`")
 
 
 # Each detector's usual operating point: YuNet's OpenCV Zoo demo default and InsightFace's SCRFD default.

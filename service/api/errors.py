@@ -31,6 +31,8 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.BackendUnavailable: 503,
+    errors.UnsupportedImage: 415,
+    errors.DecodeOverloaded: 503,
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 

@@ -20,7 +20,7 @@ from service.detection import DetectedFace, Detector
 from service.embedding.router import Rule, route
 from service.errors import NoFace
 from service.imaging.align import align_face
-from service.imaging.decode import decode_image
+from service.imaging.decode import DecodedImage, decode
 from service.settings import DecodeLimits, DetectionSettings
 
 
@@ -107,25 +107,39 @@ class FacePath:
         """The embedder resolution for a face of this size (BTNet's resolution indicator)."""
         return route(face.size, self.resolutions, self.rule)
 
-    def find_faces(self, data: bytes, field: str, flt: FaceFilter) -> tuple[np.ndarray, list[DetectedFace]]:
-        """The decoded RGB image and its faces that pass the filter, the main face first."""
+    def _decode_and_find(self, data: bytes, field: str, flt: FaceFilter
+                         ) -> tuple[DecodedImage, list[tuple[DetectedFace, DetectedFace]]]:
+        """The decoded photo (reduced when it is larger than `max_decode_side`) and its faces that pass the
+        filter, the main face first, each as (in the photo's own pixels, in the decoded image's pixels): the
+        filter and the ranking see the photo's pixels, the crops come from the decoded image."""
         with stage("decode"):
-            image = decode_image(data, self.limits, field)
+            decoded = decode(data, self.limits, field)
         with stage("detect"):
-            detections = self.detector.detect(image)
-        ranked = rank_by_prominence(flt.keep(detections), image.shape[1], image.shape[0])
-        return image, ranked[: flt.max_faces]
+            detections = self.detector.detect(decoded.pixels)
+        sx, sy = decoded.scale
+        in_photo = [rescaled(f, 1 / sx, 1 / sy) for f in detections] if decoded.reduced else detections
+        in_image = {id(p): f for p, f in zip(in_photo, detections, strict=True)}
+        ranked = rank_by_prominence(flt.keep(in_photo), decoded.width, decoded.height)[: flt.max_faces]
+        return decoded, [(f, in_image[id(f)]) for f in ranked]
+
+    def find_faces(self, data: bytes, field: str, flt: FaceFilter) -> tuple[np.ndarray, list[DetectedFace]]:
+        """The decoded RGB image and its faces that pass the filter, the main face first, in that image's pixels
+        (which are the photo's unless it is larger than `max_decode_side`)."""
+        decoded, kept = self._decode_and_find(data, field, flt)
+        return decoded.pixels, [in_image for _, in_image in kept]
 
     def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True
                 ) -> tuple[AnalyzedImage, list[np.ndarray]]:
-        """Every face of one photo, routed to its resolution, and (with `align`) its aligned crop."""
-        image, kept = self.find_faces(data, field, flt)
-        faces = [AnalyzedFace(f, res, self.model_names[res]) for f in kept for res in [self.route(f)]]
+        """Every face of one photo in the photo's own pixels, routed to its resolution by its size in the image
+        its crop is cut from, and (with `align`) its aligned crop."""
+        decoded, kept = self._decode_and_find(data, field, flt)
+        faces = [AnalyzedFace(f, res, self.model_names[res]) for f, g in kept for res in [self.route(g)]]
         crops: list[np.ndarray] = []
         if align:
             with stage("align"):
-                crops = [align_face(image, f.face.landmarks, f.resolution) for f in faces]
-        return AnalyzedImage(image.shape[1], image.shape[0], faces), crops
+                crops = [align_face(decoded.pixels, g.landmarks, face.resolution)
+                         for face, (_, g) in zip(faces, kept, strict=True)]
+        return AnalyzedImage(decoded.width, decoded.height, faces), crops
 
     def main_face_crop(self, data: bytes, flt: FaceFilter, resolution: int, field: str = "image"
                        ) -> np.ndarray | None:
@@ -135,3 +149,9 @@ class FacePath:
         if not kept:
             return None
         return align_face(image, kept[0].landmarks, resolution)
+
+
+def rescaled(face: DetectedFace, fx: float, fy: float) -> DetectedFace:
+    """The face with its box and landmarks scaled by fx along x and fy along y."""
+    factors = np.array([fx, fy, fx, fy], dtype=np.float64)
+    return DetectedFace(face.box * factors, face.landmarks * factors[:2], face.score)
