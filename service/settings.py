@@ -68,6 +68,9 @@ class DetectionSettings(Section):
     det_score_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="minimum detection score; default: the detector's own (yunet 0.6, scrfd 0.5)")
     det_max_side: int = Field(1280, ge=64, description="images are downscaled to this side for detection")
+    detector_instances: int = Field(
+        0, ge=0, description="detector instances shared by a worker's threads (memory: ~120 MiB each for YuNet at "
+                             "1280 px); 0 = one per CPU core")
     min_face_size: float = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
     max_faces: int = Field(32, ge=1)
 

@@ -23,5 +23,5 @@ def build_detector(detection: DetectionSettings, manifest: Manifest, model_dir: 
     path = model_dir / entry.file
     score = detection.score_threshold if score_threshold is None else score_threshold
     if detection.detector == "yunet":
-        return YuNetDetector(path, score, detection.det_max_side)
+        return YuNetDetector(path, score, detection.det_max_side, instances=detection.detector_instances)
     return ScrfdDetector(path, score, detection.det_max_side, mean=entry.mean, std=entry.std, threads=threads)

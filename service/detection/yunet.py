@@ -1,8 +1,18 @@
-"""YuNet (OpenCV Zoo, MIT) through OpenCV's `FaceDetectorYN`: fast, small, the default detector."""
+"""YuNet (OpenCV Zoo, MIT) through OpenCV's `FaceDetectorYN`: fast, small, the default detector.
+
+A `FaceDetectorYN` keeps per-call state (its input size and buffers, about 120 MiB at 1280 px), so concurrent
+calls need separate instances. They come from a small pool shared by all threads, at most `instances` of them:
+one per thread would hold that memory for every thread of the server's pool (up to 40), for as long as the thread
+lives (docs/memory.md).
+"""
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -14,25 +24,43 @@ from service.detection.base import DetectedFace, Detector
 class YuNetDetector(Detector):
     name = "yunet"
 
-    def __init__(self, model_path: Path, score_threshold: float, max_side: int, nms_threshold: float = 0.3):
+    def __init__(self, model_path: Path, score_threshold: float, max_side: int, nms_threshold: float = 0.3,
+                 instances: int = 0):
         super().__init__(score_threshold, max_side)
         self.model_path = str(model_path)
         self.nms_threshold = nms_threshold
-        self._local = threading.local()  # FaceDetectorYN keeps per-call state: one instance per thread
-        self._create()  # fail at start-up, not on the first request
+        self.instances = instances or os.cpu_count() or 1
+        self._idle: queue.LifoQueue[cv2.FaceDetectorYN] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self.created = 1
+        self._idle.put(self._new())  # fail at start-up, not on the first request
 
-    def _create(self) -> cv2.FaceDetectorYN:
-        detector = cv2.FaceDetectorYN.create(
-            self.model_path, "", (320, 320), self.score_threshold, self.nms_threshold, 5000
-        )
-        self._local.detector = detector
-        return detector
+    def _new(self) -> cv2.FaceDetectorYN:
+        return cv2.FaceDetectorYN.create(self.model_path, "", (320, 320), self.score_threshold, self.nms_threshold,
+                                         5000)
+
+    @contextmanager
+    def _instance(self) -> Iterator[cv2.FaceDetectorYN]:
+        """An idle instance, a new one while fewer than `instances` exist, else the next one freed."""
+        try:
+            detector = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                fresh = self.created < self.instances
+                if fresh:
+                    self.created += 1
+            detector = self._new() if fresh else self._idle.get()
+        try:
+            yield detector
+        finally:
+            self._idle.put(detector)
 
     def _detect(self, rgb: np.ndarray) -> list[DetectedFace]:
-        detector = getattr(self._local, "detector", None) or self._create()
         height, width = rgb.shape[:2]
-        detector.setInputSize((width, height))
-        _, rows = detector.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        with self._instance() as detector:
+            detector.setInputSize((width, height))
+            _, rows = detector.detect(bgr)
         if rows is None:
             return []
         faces = []
