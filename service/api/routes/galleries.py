@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
 
 from service.api.auth import authorize, caller_key
 from service.api.context import core_of
+from service.api.openapi import errors
 from service.api.params import (
     MAX_COUNT,
     MAX_FACE_SIZE,
@@ -30,7 +31,8 @@ from service.api.schemas import (
 router = APIRouter(tags=["galleries"])
 
 
-@router.post("/v1/galleries/{gallery}/subjects/{subject_id}/faces", status_code=201, response_model=EnrollResponse)
+@router.post("/v1/galleries/{gallery}/subjects/{subject_id}/faces", status_code=201, response_model=EnrollResponse,
+             responses=errors(400, 401, 403, 404, 413, 415, 422, 503))
 async def enroll(
     request: Request,
     gallery: GalleryName,
@@ -54,7 +56,7 @@ async def enroll(
                           faces=[FaceRecordOut.of(r) for r in enrolment.faces])
 
 
-@router.get("/v1/galleries", response_model=GalleryList)
+@router.get("/v1/galleries", response_model=GalleryList, responses=errors(401, 503))
 async def list_galleries(request: Request) -> GalleryList:
     authorize(request, None, write=False)
     key = caller_key(request)
@@ -63,20 +65,21 @@ async def list_galleries(request: Request) -> GalleryList:
     return GalleryList(galleries=[GalleryOut.of(v) for v in views])
 
 
-@router.get("/v1/galleries/{gallery}", response_model=GalleryOut)
+@router.get("/v1/galleries/{gallery}", response_model=GalleryOut, responses=errors(401, 403, 404, 422, 503))
 async def get_gallery(request: Request, gallery: GalleryName) -> GalleryOut:
     authorize(request, gallery, write=False)
     return GalleryOut.of(await core_of(request).galleries.get_gallery(gallery))
 
 
-@router.delete("/v1/galleries/{gallery}", response_model=Deleted)
+@router.delete("/v1/galleries/{gallery}", response_model=Deleted, responses=errors(401, 403, 404, 422, 503))
 async def delete_gallery(request: Request, gallery: GalleryName) -> Deleted:
     authorize(request, gallery, write=True)
     await core_of(request).galleries.delete_gallery(gallery)
     return Deleted()
 
 
-@router.get("/v1/galleries/{gallery}/subjects", response_model=SubjectPage)
+@router.get("/v1/galleries/{gallery}/subjects", response_model=SubjectPage,
+            responses=errors(401, 403, 404, 422, 503))
 async def list_subjects(
     request: Request,
     gallery: GalleryName,
@@ -88,13 +91,15 @@ async def list_subjects(
     return SubjectPage(subjects=[SubjectOut.of(s) for s in subjects], next_cursor=next_cursor)
 
 
-@router.get("/v1/galleries/{gallery}/subjects/{subject_id}", response_model=SubjectOut)
+@router.get("/v1/galleries/{gallery}/subjects/{subject_id}", response_model=SubjectOut,
+            responses=errors(401, 403, 404, 422, 503))
 async def get_subject(request: Request, gallery: GalleryName, subject_id: SubjectId) -> SubjectOut:
     authorize(request, gallery, write=False)
     return SubjectOut.of(await core_of(request).galleries.require_subject(gallery, subject_id), with_faces=True)
 
 
-@router.patch("/v1/galleries/{gallery}/subjects/{subject_id}", response_model=SubjectOut)
+@router.patch("/v1/galleries/{gallery}/subjects/{subject_id}", response_model=SubjectOut,
+              responses=errors(401, 403, 404, 413, 422, 503))
 async def update_subject(request: Request, gallery: GalleryName, subject_id: SubjectId,
                          patch: SubjectPatch = Body(...)) -> SubjectOut:
     authorize(request, gallery, write=True)
@@ -102,14 +107,16 @@ async def update_subject(request: Request, gallery: GalleryName, subject_id: Sub
     return SubjectOut.of(subject, with_faces=True)
 
 
-@router.delete("/v1/galleries/{gallery}/subjects/{subject_id}", response_model=Deleted)
+@router.delete("/v1/galleries/{gallery}/subjects/{subject_id}", response_model=Deleted,
+               responses=errors(401, 403, 404, 422, 503))
 async def delete_subject(request: Request, gallery: GalleryName, subject_id: SubjectId) -> Deleted:
     authorize(request, gallery, write=True)
     await core_of(request).galleries.delete_subject(gallery, subject_id)
     return Deleted()
 
 
-@router.delete("/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}", response_model=Deleted)
+@router.delete("/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}", response_model=Deleted,
+               responses=errors(401, 403, 404, 422, 503))
 async def delete_face(request: Request, gallery: GalleryName, subject_id: SubjectId, face_id: FaceId) -> Deleted:
     authorize(request, gallery, write=True)
     await core_of(request).galleries.delete_face(gallery, subject_id, face_id)

@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics (which need a key once keys are configured: they name every
+gallery)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from starlette.concurrency import run_in_threadpool
 
 from service import metrics
+from service.api.auth import authorize_metrics
+from service.api.openapi import METRICS, READINESS
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +22,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=READINESS)
 async def readyz(request: Request) -> JSONResponse:
     ctx = getattr(request.app.state, "ctx", None)
     checks = {"models": ctx is not None}
@@ -34,8 +37,9 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
-async def prometheus_metrics() -> Response:
+@router.get("/metrics", response_class=Response, responses=METRICS)
+async def prometheus_metrics(request: Request) -> Response:
+    authorize_metrics(request)
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -6,13 +6,15 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from service.api.auth import authorize
 from service.api.context import core_of
+from service.api.openapi import errors
 from service.api.params import GALLERY_PATTERN, MAX_COUNT, MAX_FACE_SIZE, UploadImage, overrides
 from service.api.schemas import IdentifyResponse
 
 router = APIRouter(tags=["faces"])
 
 
-@router.post("/v1/identify", response_model=IdentifyResponse)
+@router.post("/v1/identify", response_model=IdentifyResponse,
+             responses=errors(400, 401, 403, 404, 413, 415, 422, 503))
 async def identify(
     request: Request,
     image: UploadFile | None = File(None),

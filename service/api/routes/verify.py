@@ -6,6 +6,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from service.api.auth import authorize
 from service.api.context import core_of
+from service.api.openapi import errors
 from service.api.params import GALLERY_PATTERN, MAX_FACE_SIZE, SUBJECT_PATTERN, UploadImage, overrides
 from service.api.schemas import VerifyResponse
 from service.errors import InvalidParameter
@@ -13,7 +14,7 @@ from service.errors import InvalidParameter
 router = APIRouter(tags=["faces"])
 
 
-@router.post("/v1/verify", response_model=VerifyResponse)
+@router.post("/v1/verify", response_model=VerifyResponse, responses=errors(400, 401, 403, 404, 413, 415, 422, 503))
 async def verify(
     request: Request,
     image_a: UploadFile | None = File(None, description="first photo (with image_b)"),
