@@ -7,6 +7,7 @@ Fast and offline: no Docker engine is needed. `docker-compose` and `hadolint` co
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -468,8 +469,10 @@ def test_locust_task_mix_is_70_20_10() -> None:
 
 
 def test_locustfile_imports_with_locust() -> None:
-    """Imported in a subprocess: locust monkey-patches the standard library (gevent) on import."""
-    pytest.importorskip("locust", reason="locust is in the `load` extra")
+    """Imported in a subprocess: locust monkey-patches the standard library (gevent) on import, so this process
+    only looks for it (importing it here would patch threading and ssl under every later test)."""
+    if importlib.util.find_spec("locust") is None:
+        pytest.skip("locust is in the `load` extra")
     code = (
         "import collections, importlib.util, sys\n"
         "spec = importlib.util.spec_from_file_location('anyface_locustfile', sys.argv[1])\n"
