@@ -10,7 +10,7 @@ EXTRAS ?= serve,dev,train,bench,load
 export ANYFACE_MODEL_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared/models),)
 export ANYFACE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: serve test install models system-deps triton-venv branches lint bench bench-index load train export evaluate clean
+.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-index load train export evaluate clean fuzz
 
 $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ test: install system-deps triton-venv
 	$(PY) -m service.models fetch
 	$(PY) -m pytest -q
 
+# The long fuzz stage: Schemathesis rounds (examples, coverage, fuzzing, stateful) against a real service process
+# until 20,000+ requests; fails on any 5xx or schema violation and writes the counts into docs/reliability.md.
+# (`make test` runs a ~2 minute round: tests/fuzz/test_fuzz.py.)
+FUZZ_REQUESTS ?= 20000
+fuzz: install
+	$(PY) -m service.models fetch
+	$(PY) -m tests.fuzz.run --requests $(FUZZ_REQUESTS) --doc docs/reliability.md
+
 lint: install
 	$(VENV)/bin/ruff check service training bench tests deploy
 	$(VENV)/bin/mypy service bench
@@ -63,14 +71,21 @@ load: install system-deps
 	$(PY) -m deploy.locust.run_load
 
 # BTNet branches for 56/28/14/7-pixel faces: aligned LFW crops (cached), distillation (resumable), fused export
-# into models/ (manifest entries + Triton repository). Skipped when models/ already has them.
+# into models/ (manifest entries + Triton repository). BRANCH_PROFILE names the schedule in training.config.PROFILES:
+# `full` (default, runs/btnet_scan) or `ci` (`make branches-ci`, runs/btnet_ci: the short one .ci/run uses).
+# Skipped when models/ already has branches of that profile (or full ones). One single-threaded process per core,
+# each training one branch at a time (`--jobs`): on shared cores that beats one process with many threads.
+BRANCH_PROFILE ?= full
+BRANCH_RUN ?= $(if $(filter full,$(BRANCH_PROFILE)),runs/btnet_scan,runs/btnet_$(BRANCH_PROFILE))
 branches: install
-	@if $(PY) -c "import sys; from pathlib import Path; from service.models.manifest import load_manifest; \
-	  sys.exit(0 if load_manifest(Path('models')).embedders('btnet') else 1)"; then \
-	  echo "BTNet branches already in models/"; else \
+	@if $(PY) -m training.export --installed $(BRANCH_PROFILE); then \
+	  echo "BTNet branches ($(BRANCH_PROFILE) profile or full) already in models/"; else \
 	  $(PY) -m service.models fetch && $(PY) -m training.data.lfw_crops && \
-	  $(PY) -m training.distill --out runs/btnet_scan --resume --threads $$(nproc) && \
-	  $(PY) -m training.export --run runs/btnet_scan; fi
+	  $(PY) -m training.distill --profile $(BRANCH_PROFILE) --out $(BRANCH_RUN) --resume --threads 1 --jobs $$(nproc) && \
+	  $(PY) -m training.export --run $(BRANCH_RUN); fi
+
+branches-ci:
+	$(MAKE) branches BRANCH_PROFILE=ci
 
 train: install
 	$(PY) -m service.models fetch

@@ -3,6 +3,7 @@
     python -m training.distill --resolutions 56 28 14 7 --conv scan --out runs/btnet_scan
     python -m training.distill --resolutions 14 7 --conv plain --out runs/btnet_plain   # the SCAN ablation
     python -m training.distill --steps 5 --resolutions 14 --out runs/smoke                # a smoke test
+    python -m training.distill --profile ci --out runs/btnet_ci                          # CI's short schedule
 
 Data: aligned LFW crops of the `peopleDevTrain.txt` identities only (`training.data.lfw_crops`), the student
 sees a random low-resolution version (`training.data.degrade`), the teacher's features and embeddings of the clean
@@ -10,17 +11,24 @@ sees a random low-resolution version (`training.data.degrade`), the teacher's fe
 implant stage + embedding distillation + the SCAN scale loss; every term is logged to the progress bar and to
 `<out>/r<r>/log.jsonl`. Checkpoints go to `<out>/r<r>/checkpoint.pt` every `--checkpoint-every` steps;
 `--resume` continues from them (model, optimiser, schedule and random state), a finished branch
-(`<out>/r<r>/branch.pt`) is skipped. Runs are seeded.
+(`<out>/r<r>/branch.pt`) is skipped. Runs are seeded per branch, so `--jobs N` (N branches at a time, one process
+each, once the teacher cache is built) trains the same branches in less wall time. `--profile` picks the branches,
+the steps per branch and the training subset from `training.config.PROFILES` (`full`, the default, or `ci`);
+`--resolutions` / `--steps` / `--max-train-images` override it, and the profile name is recorded in every
+`branch.pt` (and from there in the manifest entry the export writes).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
+import multiprocessing
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +36,15 @@ import torch
 from tqdm import tqdm
 
 from evaluation.lfw import people_images, read_people
-from training.config import DEGRADE_PROBS, DistillConfig, cache_dir, lfw_dir, trunk_weights
+from training.config import (
+    DEFAULT_PROFILE,
+    DEGRADE_PROBS,
+    PROFILES,
+    DistillConfig,
+    cache_dir,
+    lfw_dir,
+    trunk_weights,
+)
 from training.data.degrade import DegradeConfig, degrade, normalise
 from training.data.lfw_crops import load_cache
 from training.data.teacher_cache import TeacherCache, build_teacher_cache
@@ -195,10 +211,15 @@ def _save_checkpoint(
 def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
     d = DistillConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resolutions", type=int, nargs="+", default=d.resolutions)
+    p.add_argument("--resolutions", type=int, nargs="+", default=None, help="default: from the profile")
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE,
+        help="named schedule from training.config.PROFILES: branches, steps per branch and --max-train-images "
+        f"(default {DEFAULT_PROFILE}; ci: steps {PROFILES['ci'].steps}, {PROFILES['ci'].max_train_images} images)",
+    )
     p.add_argument(
         "--steps", type=int, nargs="+", default=None,
-        help="one number for every branch, or one per resolution (default: per resolution from the config)",
+        help="one number for every branch, or one per resolution (default: per resolution from the profile)",
     )
     p.add_argument("--conv", choices=["scan", "plain"], default=d.conv)
     p.add_argument("--out", type=Path, default=d.out)
@@ -210,12 +231,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
     p.add_argument("--scale-weight", type=float, default=d.scale_weight)
     p.add_argument("--blur-prob", type=float, default=d.blur_prob, help="blur probability (default: per resolution)")
     p.add_argument("--jpeg-prob", type=float, default=d.jpeg_prob, help="JPEG probability (default: per resolution)")
-    p.add_argument("--max-train-images", type=int, default=d.max_train_images)
+    p.add_argument("--max-train-images", type=int, default=None, help="default: from the profile")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads per process")
+    p.add_argument("--jobs", type=int, default=d.jobs, help="branches trained at the same time, one process each")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     a = p.parse_args(argv)
+    profile = PROFILES[a.profile]
+    if a.resolutions is None:
+        a.resolutions = list(profile.resolutions)
     if a.steps is not None and len(a.steps) == 1:
         steps = {r: a.steps[0] for r in a.resolutions}
     elif a.steps is not None:
@@ -223,13 +248,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[DistillConfig, bool]:
             p.error("--steps takes one number or one per resolution")
         steps = dict(zip(a.resolutions, a.steps, strict=True))
     else:
-        steps = {r: d.steps.get(r, 300) for r in a.resolutions}
+        steps = {r: profile.steps.get(r, 300) for r in a.resolutions}
+    max_images = profile.max_train_images if a.max_train_images is None else a.max_train_images
     cfg = DistillConfig(
-        resolutions=a.resolutions, conv=a.conv, steps=steps, batch_size=a.batch_size, lr=a.lr,
+        resolutions=a.resolutions, conv=a.conv, profile=a.profile, steps=steps, batch_size=a.batch_size, lr=a.lr,
         weight_decay=d.weight_decay, feature_weight=a.feature_weight, embedding_weight=a.embedding_weight,
         embedding_loss=a.embedding_loss, scale_weight=a.scale_weight,
-        blur_prob=a.blur_prob, jpeg_prob=a.jpeg_prob, max_train_images=a.max_train_images,
-        seed=a.seed, out=a.out, checkpoint_every=a.checkpoint_every, threads=a.threads,
+        blur_prob=a.blur_prob, jpeg_prob=a.jpeg_prob, max_train_images=max_images,
+        seed=a.seed, out=a.out, checkpoint_every=a.checkpoint_every, threads=a.threads, jobs=a.jobs,
     )
     return cfg, a.resume
 
@@ -243,14 +269,41 @@ def main(argv: list[str] | None = None) -> None:
     rows = train_rows(cfg.max_train_images, cfg.seed)
     t0 = time.perf_counter()
     teacher = build_teacher_cache(trunk, trunk_weights(), crops, rows, cfg.resolutions, cache_dir())
-    print(f"teacher cache ready in {time.perf_counter() - t0:.0f} s ({len(rows)} images x 2 flips)")
+    teacher_s = time.perf_counter() - t0
+    print(f"teacher cache ready in {teacher_s:.0f} s ({len(rows)} images x 2 flips); profile {cfg.profile}")
     summary = {}
-    for r in cfg.resolutions:
-        path = train_branch(trunk, r, cfg.steps[r], cfg, crops, rows, teacher, resume)
-        summary[r] = torch.load(path, map_location="cpu", weights_only=False)["train_seconds"]
-    (cfg.out / "summary.json").write_text(json.dumps({"train_seconds": summary, "conv": cfg.conv}, indent=2))
+    t1 = time.perf_counter()
+    if cfg.jobs > 1 and len(cfg.resolutions) > 1:
+        # spawned workers (not forked: torch's thread pools do not survive a fork) reload the trunk and map the same
+        # crops and teacher files; the module is named so that the workers import it rather than `__main__`
+        worker = importlib.import_module("training.distill")._train_worker
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(cfg.jobs, len(cfg.resolutions)), mp_context=context) as pool:
+            futures = {r: pool.submit(worker, cfg, r, resume) for r in cfg.resolutions}
+            summary = {r: future.result() for r, future in futures.items()}
+    else:
+        for r in cfg.resolutions:
+            path = train_branch(trunk, r, cfg.steps[r], cfg, crops, rows, teacher, resume)
+            summary[r] = torch.load(path, map_location="cpu", weights_only=False)["train_seconds"]
+    wall_s = time.perf_counter() - t1
+    (cfg.out / "summary.json").write_text(json.dumps(
+        {"train_seconds": summary, "train_wall_seconds": round(wall_s, 1), "jobs": cfg.jobs, "conv": cfg.conv,
+         "profile": cfg.profile, "steps": cfg.steps, "train_images": len(rows),
+         "teacher_cache_seconds": round(teacher_s, 1)}, indent=2))
     total = round(sum(summary.values()))
-    print("training seconds per branch:", {r: round(s) for r, s in summary.items()}, "total", total)
+    print("training seconds per branch:", {r: round(s) for r, s in summary.items()}, "total", total,
+          f"(wall {wall_s:.0f} s, {cfg.jobs} job(s))")
+
+
+def _train_worker(cfg: DistillConfig, resolution: int, resume: bool) -> float:
+    """`--jobs`: one branch in its own process, on the crops and teacher cache the parent made (memory-mapped)."""
+    torch.set_num_threads(cfg.threads)
+    trunk = load_trunk(trunk_weights())
+    crops = load_cache().crops
+    rows = train_rows(cfg.max_train_images, cfg.seed)
+    teacher = build_teacher_cache(trunk, trunk_weights(), crops, rows, [resolution], cache_dir())
+    path = train_branch(trunk, resolution, cfg.steps[resolution], cfg, crops, rows, teacher, resume)
+    return float(torch.load(path, map_location="cpu", weights_only=False)["train_seconds"])
 
 
 if __name__ == "__main__":

@@ -8,20 +8,34 @@ whole r-path (branch + trunk tail) is exported with a dynamic batch to `models/b
 and on real aligned faces), and registered in `models/manifest.json` as embedder `btnet_r{r}` (family "btnet").
 The Triton repository (`training.triton_repo`) is written to `models/triton/`, its ensembles checked step by
 step under ONNX Runtime against the single files, and registered as `btnet_triton` (role "triton").
+Each manifest entry's `source` names the run, the training profile (`training.config.PROFILES`), the conv type,
+the steps and the number of training images of its branch.
+
+    python -m training.export --installed ci   # exit 0 when models/ already holds branches of that profile (or full)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from service.models.manifest import ModelEntry, sha256_of, update_manifest
+from service.models.manifest import ModelEntry, load_manifest, sha256_of, update_manifest
 from training.checkpoints import load_branch
-from training.config import EMBEDDING_SIZE, MEAN, STD, model_dir, trunk_weights
+from training.config import (
+    DEFAULT_PROFILE,
+    EMBEDDING_SIZE,
+    MEAN,
+    PROFILES,
+    STD,
+    model_dir,
+    trunk_weights,
+)
 from training.data.degrade import downsample, normalise
 from training.layers.fuse import fuse_model
 from training.models.btnet import BranchNet
@@ -65,7 +79,14 @@ def export_branch(net: BranchNet, out_dir: Path, name: str | None = None) -> tup
     return path, diff
 
 
-def manifest_entry(path: Path, resolution: int, run: Path, conv: str, steps: int) -> ModelEntry:
+def manifest_entry(
+    path: Path, resolution: int, run: Path, conv: str, steps: int, profile: str | None = None,
+    train_images: int | None = None,
+) -> ModelEntry:
+    made = ", ".join(
+        [str(run), *([f"profile {profile}"] if profile else []), f"{conv} convs", f"{steps} steps",
+         *([f"{train_images} training images"] if train_images else [])]
+    )
     return ModelEntry(
         role="embedder",
         family="btnet",
@@ -79,7 +100,7 @@ def manifest_entry(path: Path, resolution: int, run: Path, conv: str, steps: int
         embedding_size=EMBEDDING_SIZE,
         resolution=resolution,
         dynamic_batch=True,
-        source=f"training.distill ({run}, {conv} convs, {steps} steps) from the frozen MobileFaceNet trunk",
+        source=f"training.distill ({made}) from the frozen MobileFaceNet trunk",
         license="same terms as the MobileFaceNet trunk weights (research use)",
         notes=(
             f"BTNet branch for {resolution} x {resolution} faces (aligned with the template scaled by "
@@ -103,8 +124,13 @@ def export_all(run_dir: Path, out_dir: Path, resolutions: list[int] | None, trit
     for r, net in sorted(branches.items(), reverse=True):
         ckpt = torch.load(run_dir / f"r{r}" / "branch.pt", map_location="cpu", weights_only=False)
         path, diff = export_branch(net, out_dir)
-        entries[f"btnet_r{r}"] = manifest_entry(path, r, run_dir, ckpt["conv"], ckpt["steps"])
-        report[f"btnet_r{r}"] = {"file": str(path), "max_abs_diff_vs_torch": diff}
+        made = ckpt.get("config", {})
+        profile = made.get("profile", DEFAULT_PROFILE)  # branches trained before profiles existed: the full one
+        entries[f"btnet_r{r}"] = manifest_entry(
+            path, r, run_dir, ckpt["conv"], ckpt["steps"], profile, made.get("max_train_images")
+        )
+        report[f"btnet_r{r}"] = {"file": str(path), "max_abs_diff_vs_torch": diff, "profile": profile,
+                                 "steps": ckpt["steps"]}
         print(f"btnet_r{r}: {path} (ONNX Runtime vs PyTorch max abs diff {diff:.2e})")
     if triton:
         root = out_dir / "triton"
@@ -146,6 +172,26 @@ def export_all(run_dir: Path, out_dir: Path, resolutions: list[int] | None, trit
     return report
 
 
+_PROFILE = re.compile(r"\bprofile (\w+)")
+
+
+def installed_profiles(folder: Path) -> dict[int, str]:
+    """resolution -> training profile of the BTNet branches registered in `folder`'s manifest (entries written
+    before profiles were recorded count as the full profile, the only one `make branches` made then)."""
+    found = {}
+    for entry in load_manifest(folder).embedders("btnet").values():
+        if entry.resolution and (folder / entry.file).exists():
+            match = _PROFILE.search(entry.source)
+            found[entry.resolution] = match.group(1) if match else DEFAULT_PROFILE
+    return found
+
+
+def has_branches(folder: Path, profile: str) -> bool:
+    """Whether `folder` holds every branch of `profile`, each trained with `profile` or with the full profile."""
+    found = installed_profiles(folder)
+    return all(found.get(r) in {profile, DEFAULT_PROFILE} for r in PROFILES[profile].resolutions)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, default=Path("runs/btnet_scan"), help="the distill --out folder")
@@ -153,7 +199,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resolutions", type=int, nargs="*", default=None)
     p.add_argument("--no-triton", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--installed", choices=sorted(PROFILES), default=None,
+        help="export nothing: exit 0 when the model folder already holds every branch trained with this profile "
+        "(or the full one), else 1",
+    )
     a = p.parse_args(argv)
+    if a.installed:
+        folder = a.out or model_dir()
+        ok = has_branches(folder, a.installed)
+        print(f"BTNet branches in {folder}: {installed_profiles(folder) or 'none'}", file=sys.stderr)
+        sys.exit(0 if ok else 1)
     torch.set_num_threads(a.threads)
     export_all(a.run, a.out or model_dir(), a.resolutions, not a.no_triton)
 
