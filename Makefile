@@ -57,8 +57,8 @@ fuzz: install
 	$(PY) -m tests.fuzz.run --requests $(FUZZ_REQUESTS) --doc docs/reliability.md
 
 lint: install
-	$(VENV)/bin/ruff check service training bench tests deploy
-	$(VENV)/bin/mypy service bench
+	$(VENV)/bin/ruff check service training bench evaluation tests deploy
+	$(VENV)/bin/mypy service training bench evaluation
 
 bench: install
 	$(PY) -m service.models fetch
