@@ -72,10 +72,14 @@ class Core:
 
     def readiness(self) -> dict[str, bool]:
         """Each dependency's state (blocking: call from a worker thread): embedding backend up, store reachable,
-        gallery indexes loaded and caught up with the store."""
+        store writable (false after a write failed for lack of space, until a write or a small probe write
+        commits), gallery indexes loaded and caught up with the store."""
+        store = self.manager.store
+        reachable = ensure_store_available(store)
         return {
             "embedding_backend": self.backend.ready(),
-            "store": ensure_store_available(self.manager.store),
+            "store": reachable,
+            "store_writable": reachable and store.writable(),
             "gallery_index": self.manager.ready,
         }
 

@@ -48,6 +48,7 @@ from service.gallery.store import (
     GalleryStore,
     IndexedFace,
     NewFace,
+    StoreFull,
     StoreUnavailable,
     Subject,
 )
@@ -57,6 +58,35 @@ DEFAULT_STREAM_MAXLEN = 100_000
 CHUNK = 500
 # Replies that mean "Redis cannot serve right now" rather than "the request is wrong".
 _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS")
+# redis-py turns some of those replies into exception classes and strips the prefix from the message: match those
+# by class.
+_UNAVAILABLE_ERRORS = (redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
+                       redis.exceptions.MasterDownError)
+_OUT_OF_MEMORY = getattr(redis.exceptions, "OutOfMemoryError", ())  # redis-py >= 4.4; the stubs lack it
+# `probe_write` sets (and deletes) a value of this size.
+PROBE_BYTES = 4096
+# Several read commands as one script: atomic like MULTI/EXEC, but a script that only reads runs when Redis is out
+# of memory, where Redis refuses every MULTI. ARGV: for each command, its number of words, then the words.
+_READ_SCRIPT = """
+local out = {}
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  out[#out + 1] = redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return out
+"""
+
+
+def _no_room(exc: redis.exceptions.ResponseError) -> bool:
+    """No room: `maxmemory` reached with `noeviction` (OOM), or persistence failing on a full disk (MISCONF). Redis
+    refuses a script at its first write, so nothing of a refused write is kept. Under OOM Redis also refuses every
+    MULTI, which some reads use."""
+    reply = str(exc)
+    return isinstance(exc, _OUT_OF_MEMORY) or reply.startswith("OOM") or (
+        reply.startswith("MISCONF") and "No space left" in reply)
+
 
 def _stored_metadata(row: dict[bytes, bytes], gallery: str, subject_id: str) -> dict[str, Any]:
     """A subject's metadata as stored; reading it never fails a response: a value that is no JSON object (damaged,
@@ -122,6 +152,7 @@ class RedisStore(GalleryStore):
             name: self._r.register_script(source)
             for name, source in WRITE_SCRIPTS.items()
         }
+        self._read_script = self._r.register_script(_READ_SCRIPT)
 
     # -- helpers -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -131,18 +162,34 @@ class RedisStore(GalleryStore):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+            if _no_room(exc):
+                self.out_of_space = True
+                raise StoreFull(f"redis: {exc}") from exc
+            if isinstance(exc, _UNAVAILABLE_ERRORS) or str(exc).startswith(_UNAVAILABLE_REPLIES):
                 raise StoreUnavailable(f"redis: {exc}") from exc
             raise
 
     def _k(self, *parts: str | int) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
 
+    def _read(self, *commands: tuple[str | int, ...]) -> list[Any]:
+        """The raw replies of several read commands run atomically (`_READ_SCRIPT`): HGETALL gives a flat list, a
+        missing value None."""
+        args: list[str | int] = []
+        for command in commands:
+            args += [len(command), *command]
+        return list(self._read_script(args=args)) if commands else []
+
+    @staticmethod
+    def _hash(flat: list[bytes]) -> dict[bytes, bytes]:
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
     def _write(self, script: str, *args: Any) -> bytes:
         token = uuid.uuid4().hex
         with self._guard():
             result = self._scripts[script](
                 args=[self.prefix, token, uuid.uuid4().hex, self.stream_maxlen, *args])
+        self.out_of_space = False
         return result
 
     @staticmethod
@@ -161,6 +208,11 @@ class RedisStore(GalleryStore):
         with self._guard():
             self._r.ping()
 
+    def probe_write(self) -> None:
+        with self._guard():
+            self._r.set(self._k("write_probe"), b"\0" * PROBE_BYTES, ex=60)
+            self._r.delete(self._k("write_probe"))
+
     def list_galleries(self) -> list[GalleryInfo]:
         with self._guard():
             galleries = {k.decode(): float(v) for k, v in self._r.hgetall(self._k("galleries")).items()}
@@ -175,11 +227,9 @@ class RedisStore(GalleryStore):
 
     def get_gallery(self, gallery: str) -> GalleryInfo | None:
         with self._guard():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hget(self._k("galleries"), gallery)
-            pipe.zcard(self._k("g", gallery, "subjects"))
-            pipe.scard(self._k("g", gallery, "faces"))
-            created, subjects, faces = pipe.execute()
+            created, subjects, faces = self._read(("HGET", self._k("galleries"), gallery),
+                                                  ("ZCARD", self._k("g", gallery, "subjects")),
+                                                  ("SCARD", self._k("g", gallery, "faces")))
         if created is None:
             return None
         return GalleryInfo(gallery, int(subjects), int(faces), float(created))
@@ -223,10 +273,9 @@ class RedisStore(GalleryStore):
 
     def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None:
         with self._guard():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hgetall(self._k("s", gallery, subject_id))
-            pipe.zrange(self._k("sf", gallery, subject_id), 0, -1)
-            row, face_ids = pipe.execute()
+            flat, face_ids = self._read(("HGETALL", self._k("s", gallery, subject_id)),
+                                        ("ZRANGE", self._k("sf", gallery, subject_id), 0, -1))
+            row = self._hash(flat)
             if not row:
                 return None
             ids = [int(f) for f in face_ids]
@@ -237,12 +286,10 @@ class RedisStore(GalleryStore):
         with self._guard():
             ids = [s.decode() for s in self._r.zrangebylex(
                 self._k("g", gallery, "subjects"), f"({cursor}" if cursor else "-", "+", start=0, num=limit + 1)]
-            pipe = self._r.pipeline(transaction=True)
-            for subject_id in ids[:limit]:
-                pipe.hgetall(self._k("s", gallery, subject_id))
-                pipe.zcard(self._k("sf", gallery, subject_id))
-            rows = pipe.execute()
-        subjects = [self._subject(gallery, subject_id, rows[2 * i], int(rows[2 * i + 1]))
+            rows = self._read(*[command for subject_id in ids[:limit]
+                                for command in (("HGETALL", self._k("s", gallery, subject_id)),
+                                                ("ZCARD", self._k("sf", gallery, subject_id)))])
+        subjects = [self._subject(gallery, subject_id, self._hash(rows[2 * i]), int(rows[2 * i + 1]))
                     for i, subject_id in enumerate(ids[:limit]) if rows[2 * i]]
         next_cursor = ids[limit - 1] if len(ids) > limit else None
         return subjects, next_cursor
@@ -309,20 +356,15 @@ class RedisStore(GalleryStore):
 
     def last_seq(self) -> int:
         with self._guard():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.get(self._k("seq"))
-            pipe.get(self._k("epoch"))
-            seq, epoch = pipe.execute()
+            seq, epoch = self._read(("GET", self._k("seq")), ("GET", self._k("epoch")))
         self._epoch = _text(epoch)
         return int(seq or 0)
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         with self._guard():
-            pipe = self._r.pipeline(transaction=True)
-            pipe.xrange(self._k("changes"), min=f"{seq + 1}-0", max="+", count=limit)
-            pipe.get(self._k("seq"))
-            pipe.get(self._k("epoch"))
-            entries, last, epoch_raw = pipe.execute()
+            entries, last, epoch_raw = self._read(
+                ("XRANGE", self._k("changes"), f"{seq + 1}-0", "+", "COUNT", limit),
+                ("GET", self._k("seq")), ("GET", self._k("epoch")))
         last, epoch = int(last or 0), _text(epoch_raw)
         if self._epoch is not None and epoch is not None and epoch != self._epoch:
             raise FeedTruncated(f"the Redis data was replaced (epoch {self._epoch} -> {epoch})")
@@ -333,7 +375,8 @@ class RedisStore(GalleryStore):
             raise FeedTruncated(f"changes {seq + 1}..{first - 1} were trimmed from the stream")
         self._epoch = epoch if epoch is not None else self._epoch
         changes = []
-        for entry_id, fields in entries:
+        for entry_id, flat in entries:
+            fields: dict[bytes, Any] = self._hash(flat)
             changes.append(Change(int(entry_id.split(b"-")[0]), fields[b"kind"].decode(),
                                   fields[b"gallery"].decode(), int(fields[b"face_id"]),
                                   fields[b"subject_id"].decode()))

@@ -2,6 +2,9 @@
 
 An enrolment is one transaction that is committed before the API answers, so an acknowledged enrolment survives
 `kill -9`. The `changes` table is the change feed that other worker processes on the same file follow.
+
+A write that fails is rolled back whole. SQLite's errors become `StoreUnavailable` (locked, I/O error), or
+`StoreFull` when there is no room (`SQLITE_FULL`: the disk is full, or the file reached `PRAGMA max_page_count`).
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from service.gallery.store import (
     GalleryStore,
     IndexedFace,
     NewFace,
+    StoreFull,
     StoreUnavailable,
     Subject,
 )
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS galleries (
@@ -63,6 +69,22 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 
+# `probe_write` commits a row of this size and deletes it in the same transaction: 16 pages, more than an
+# enrolment of 16 photos writes (a face is a 512-byte embedding, its row and its change-feed row), so that "the
+# probe fits" means "an enrolment fits". Its table is created by the first probe: opening a store on a full disk
+# writes nothing.
+PROBE_BYTES = 64 * 1024
+PROBE_SQL = "CREATE TABLE IF NOT EXISTS write_probe (pad BLOB NOT NULL)"
+
+
+def store_error(exc: sqlite3.Error) -> StoreUnavailable:
+    """The store error an SQLite error means: `StoreFull` for SQLITE_FULL, `StoreUnavailable` for the rest."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return StoreFull(f"sqlite: {exc}")
+    return StoreUnavailable(f"sqlite: {exc}")
+
+
 def path_from_url(url: str) -> Path:
     """`sqlite:///relative/path.db` or `sqlite:////absolute/path.db`."""
     if not url.startswith("sqlite:///"):
@@ -96,14 +118,23 @@ class SqliteStore(GalleryStore):
         self._db.executescript(SCHEMA)
 
     # -- helpers -------------------------------------------------------------------------------------------
+    def _failure(self, exc: sqlite3.Error) -> StoreUnavailable:
+        error = store_error(exc)
+        if isinstance(error, StoreFull):
+            self.out_of_space = True
+        return error
+
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return self._db.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
-                raise StoreUnavailable(str(exc)) from exc
+                raise self._failure(exc) from exc
 
     class _Txn:
+        """`BEGIN IMMEDIATE` ... `COMMIT`, or `ROLLBACK` of the whole transaction when anything in it failed (also
+        when the COMMIT itself failed); SQLite's operational errors leave as `StoreUnavailable`/`StoreFull`."""
+
         def __init__(self, store: SqliteStore) -> None:
             self.store = store
 
@@ -113,14 +144,35 @@ class SqliteStore(GalleryStore):
                 self.store._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 self.store._lock.release()
-                raise StoreUnavailable(str(exc)) from exc
+                raise self.store._failure(exc) from exc
             return self.store._db
 
-        def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+            store = self.store
             try:
-                self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc is None:
+                    try:
+                        store._db.execute("COMMIT")
+                    except sqlite3.OperationalError as err:
+                        self._rollback()
+                        raise store._failure(err) from err
+                    store.out_of_space = False
+                    return
+                self._rollback()
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise store._failure(exc) from exc
             finally:
-                self.store._lock.release()
+                store._lock.release()
+
+        def _rollback(self) -> None:
+            # SQLite may have rolled the transaction back itself (it does on SQLITE_FULL): a second ROLLBACK would
+            # fail with "no transaction is active" and hide the error that matters
+            db = self.store._db
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("sqlite rollback failed")
 
     def _txn(self) -> SqliteStore._Txn:
         return SqliteStore._Txn(self)
@@ -139,6 +191,12 @@ class SqliteStore(GalleryStore):
     # -- interface -----------------------------------------------------------------------------------------
     def ping(self) -> None:
         self._query("SELECT 1")
+
+    def probe_write(self) -> None:
+        with self._txn() as db:
+            db.execute(PROBE_SQL)
+            db.execute("INSERT INTO write_probe(pad) VALUES (zeroblob(?))", (PROBE_BYTES,))
+            db.execute("DELETE FROM write_probe")
 
     def list_galleries(self) -> list[GalleryInfo]:
         rows = self._query(
@@ -241,7 +299,10 @@ class SqliteStore(GalleryStore):
 
     def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None:
         with self._lock:
-            return self._get_subject(self._db, gallery, subject_id, with_faces)
+            try:
+                return self._get_subject(self._db, gallery, subject_id, with_faces)
+            except sqlite3.OperationalError as exc:
+                raise self._failure(exc) from exc
 
     def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
         rows = self._query(

@@ -81,17 +81,44 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be reached; the request may be retried later."""
 
 
+class StoreFull(StoreUnavailable):
+    """The store has no room for a write (disk full, SQLite's `max_page_count`, Redis `maxmemory`): nothing of that
+    write was kept, reads still work, and writes work again once space is freed."""
+
+
 class FeedTruncated(RuntimeError):
     """The change feed no longer holds every change after the requested sequence number (it was trimmed, or the
     store was reset): the follower must rebuild its index from a snapshot (`GalleryManager.load`)."""
 
 
 class GalleryStore(ABC):
-    """Durable galleries. Every write is committed before the call returns."""
+    """Durable galleries. Every write is committed before the call returns.
+
+    A write that fails for lack of space raises `StoreFull` and marks the store `out_of_space`; the next write
+    that commits, or a `probe_write` that succeeds (`writable`), clears the mark."""
+
+    out_of_space: bool = False
 
     @abstractmethod
     def ping(self) -> None:
         """Raise `StoreUnavailable` when the store cannot serve requests."""
+
+    @abstractmethod
+    def probe_write(self) -> None:
+        """Commit a small write that leaves no data behind (about one face's worth); raise `StoreFull` when there
+        is no room for it, `StoreUnavailable` when the store cannot be reached."""
+
+    def writable(self) -> bool:
+        """Whether writes can be committed: True at once while no write has failed for lack of space; after one
+        has, True again only when a `probe_write` commits (so this is cheap unless the store is full)."""
+        if not self.out_of_space:
+            return True
+        try:
+            self.probe_write()
+        except StoreUnavailable:
+            return False
+        self.out_of_space = False
+        return True
 
     @abstractmethod
     def list_galleries(self) -> list[GalleryInfo]: ...
