@@ -155,7 +155,6 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(
         65536, ge=1, description="the largest body of a request that takes no file (JSON such as PATCH): 413 beyond")
 
-
     # gallery
     store: str = "sqlite:///var/anyface/gallery.sqlite3"
     follow_interval_s: float = Field(0.5, gt=0, description="how often the index applies the store's change feed")

@@ -44,7 +44,7 @@ def _error(description: str, **more: Any) -> dict[str, Any]:
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait (with `overloaded`)", "schema": {"type": "integer"}}}
 
 ERRORS: dict[int, dict[str, Any]] = {
-    400: _error("malformed body: not a well-formed multipart form (`http_error`)"),
+    400: _error("malformed body: not a well-formed multipart form or JSON document (`http_error`)"),
     401: _error("`unauthorized`: API keys are configured and the request carries none or an unknown one (a /v1 "
                 "call is refused before its body is read)"),
     403: _error("`forbidden`: the API key may not read or write this gallery (/metrics: the key is limited to some "

@@ -46,7 +46,8 @@ def test_health_and_readiness(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"models": True, "embedding_backend": True, "store": True, "gallery_index": True}
+    assert ready.json()["checks"] == {"models": True, "embedding_backend": True, "store": True, "store_writable": True,
+                                      "gallery_index": True}
     assert "/v1/identify" in api.get("/openapi.json").json()["paths"]
 
 

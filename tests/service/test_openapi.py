@@ -28,7 +28,7 @@ EXPECTED = {
     ("delete", "/v1/galleries/{gallery}"): READ,
     ("get", "/v1/galleries/{gallery}/subjects"): READ,
     ("get", "/v1/galleries/{gallery}/subjects/{subject_id}"): READ,
-    ("patch", "/v1/galleries/{gallery}/subjects/{subject_id}"): {"401", "403", "404", "413", "422", "503"},
+    ("patch", "/v1/galleries/{gallery}/subjects/{subject_id}"): {"400", "401", "403", "404", "413", "422", "503"},
     ("delete", "/v1/galleries/{gallery}/subjects/{subject_id}"): READ,
     ("delete", "/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}"): READ,
     ("get", "/metrics"): {"401", "403"},

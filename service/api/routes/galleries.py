@@ -99,7 +99,7 @@ async def get_subject(request: Request, gallery: GalleryName, subject_id: Subjec
 
 
 @router.patch("/v1/galleries/{gallery}/subjects/{subject_id}", response_model=SubjectOut,
-              responses=errors(401, 403, 404, 413, 422, 503))
+              responses=errors(400, 401, 403, 404, 413, 422, 503))
 async def update_subject(request: Request, gallery: GalleryName, subject_id: SubjectId,
                          patch: SubjectPatch = Body(...)) -> SubjectOut:
     authorize(request, gallery, write=True)
