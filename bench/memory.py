@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import re
 import shlex
 import socket
@@ -40,6 +39,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+
+from bench.machine import machine
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "memory.md"
@@ -279,18 +280,6 @@ def mixed(images: list[Upload], concurrency: int) -> list[Upload]:
 # --- report -----------------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Pillow {Image.__version__}"
-
-
 def table(results: list[Scenario], concurrency: int) -> str:
     rows = [f"| scenario ({concurrency} concurrent /v1/detect) | upload | RSS ready | peak after warm-up | "
             "**peak (VmHWM)** | RSS 2 s after | RSS 15 s after | wall | answers |",
@@ -347,7 +336,8 @@ def main(argv: list[str] | None = None) -> None:
         results.append(result)
     command = "python -m bench.memory " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     code = args.code or f"code at {commit}{' with uncommitted changes in service/' if dirty else ''}"
-    text = (f"`{command.strip()}` on {machine()}, {time.strftime('%Y-%m-%d')}, {code}"
+    host = machine(f"Pillow {Image.__version__}")
+    text = (f"`{command.strip()}` on {host}, {time.strftime('%Y-%m-%d')}, {code}"
             f"{', worker settings ' + ' '.join(args.env) if args.env else ''}:\n\n{table(results, args.concurrency)}")
     print(text)
     if str(args.doc) != "-":

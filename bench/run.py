@@ -4,27 +4,15 @@ docs/benchmarks.md with a ROC plot and a latency histogram."""
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 from pathlib import Path
 
 from bench.accuracy import SYSTEMS, evaluate, plot_lfw_roc
 from bench.latency import plot, run
+from bench.machine import machine
 
 DOCS = Path("docs")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def main() -> None:
@@ -46,7 +34,7 @@ def main() -> None:
                     for r in latencies)
     text = f"""# Benchmarks
 
-Made by `make bench` (`python -m bench.run`) on {machine()}, {time.strftime("%Y-%m-%d")}, in
+Made by `make bench` (`python -m bench.run`) on {machine(platform.system())}, {time.strftime("%Y-%m-%d")}, in
 {(time.time() - started) / 60:.0f} minutes. Every number below comes from that one run.
 
 ## LFW View 2 verification (6,000 pairs, 10 folds)

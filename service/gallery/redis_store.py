@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ from service.gallery.store import (
     StoreFull,
     StoreUnavailable,
     Subject,
+    stored_metadata,
 )
 
 DEFAULT_PREFIX = "anyface:"
@@ -86,22 +86,6 @@ def _no_room(exc: redis.exceptions.ResponseError) -> bool:
     reply = str(exc)
     return isinstance(exc, _OUT_OF_MEMORY) or reply.startswith("OOM") or (
         reply.startswith("MISCONF") and "No space left" in reply)
-
-
-def _stored_metadata(row: dict[bytes, bytes], gallery: str, subject_id: str) -> dict[str, Any]:
-    """A subject's metadata as stored; reading it never fails a response: a value that is no JSON object (damaged,
-    written by hand, or missing) reads as {}, with a warning. What of it may be shown is the core's rule
-    (`core/metadata.py`)."""
-    text = row.get(b"metadata")
-    try:
-        value = json.loads(text) if text is not None else None
-    except (ValueError, RecursionError) as exc:  # not JSON, too many digits, too deep to parse
-        value = exc
-    if isinstance(value, dict):
-        return value
-    logging.getLogger(__name__).warning("subject %r of gallery %r: the stored metadata is no JSON object (%s); "
-                                        "read as {}", subject_id, gallery, str(value)[:200])
-    return {}
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -200,8 +184,9 @@ class RedisStore(GalleryStore):
     @staticmethod
     def _subject(gallery: str, subject_id: str, row: dict[bytes, bytes], face_count: int,
                  faces: list[FaceRecord] | None = None) -> Subject:
-        return Subject(gallery, subject_id, json.loads(row[b"name"]), _stored_metadata(row, gallery, subject_id),
-                       float(row[b"created_at"]), float(row[b"updated_at"]), faces or [], face_count)
+        metadata = stored_metadata(row.get(b"metadata"), gallery, subject_id)
+        return Subject(gallery, subject_id, json.loads(row[b"name"]), metadata, float(row[b"created_at"]),
+                       float(row[b"updated_at"]), faces or [], face_count)
 
     # -- interface -----------------------------------------------------------------------------------------
     def ping(self) -> None:

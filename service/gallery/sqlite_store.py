@@ -30,6 +30,7 @@ from service.gallery.store import (
     StoreFull,
     StoreUnavailable,
     Subject,
+    stored_metadata,
 )
 
 log = logging.getLogger(__name__)
@@ -90,20 +91,6 @@ def path_from_url(url: str) -> Path:
     if not url.startswith("sqlite:///"):
         raise ValueError(f"not a sqlite URL: {url!r}")
     return Path(url[len("sqlite:///"):])
-
-
-def stored_metadata(text: Any, gallery: str, subject_id: str) -> dict[str, Any]:
-    """A subject's metadata as stored; reading it never fails a response: text that is no JSON object (damaged, or
-    written by hand) reads as {}, with a warning. What of it may be shown is the core's rule (`core/metadata.py`)."""
-    try:
-        value = json.loads(text)
-    except (ValueError, TypeError, RecursionError) as exc:  # not JSON, too many digits, too deep to parse
-        value = exc
-    if isinstance(value, dict):
-        return value
-    logging.getLogger(__name__).warning("subject %r of gallery %r: the stored metadata is no JSON object (%s); "
-                                        "read as {}", subject_id, gallery, str(value)[:200])
-    return {}
 
 
 class SqliteStore(GalleryStore):

@@ -7,6 +7,8 @@ embedded default (`sqlite_store.py`); Redis serves several replicas (`redis_stor
 
 from __future__ import annotations
 
+import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -186,3 +188,17 @@ class GalleryStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+def stored_metadata(text: Any, gallery: str, subject_id: str) -> dict[str, Any]:
+    """A subject's metadata as stored; reading it never fails a response: text that is no JSON object (damaged, or
+    written by hand) reads as {}, with a warning. What of it may be shown is the core's rule (`core/metadata.py`)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:  # not JSON, too many digits, too deep to parse
+        value = exc
+    if isinstance(value, dict):
+        return value
+    logging.getLogger(__name__).warning("subject %r of gallery %r: the stored metadata is no JSON object (%s); "
+                                        "read as {}", subject_id, gallery, str(value)[:200])
+    return {}
