@@ -179,7 +179,8 @@ def st_command(url: str, *, max_examples: int, seed_value: int, workers: int, ma
 
 def run_fuzz(*, lfw: Path, target_requests: int, max_examples: int, max_time_per_round: float | None,
              total_time_s: float, workers: int = 2, first_seed: int = 1,
-             factory: type[ServiceProcess] = ServiceProcess, echo: bool = True) -> FuzzResult:
+             factory: type[ServiceProcess] = ServiceProcess, echo: bool = True,
+             checks: tuple[str, ...] = CHECKS) -> FuzzResult:
     """Start the service, seed it, run Schemathesis rounds until `target_requests` were sent (at least one round)
     or `total_time_s` passed; stop the service; return the counts."""
     started = time.monotonic()
@@ -207,7 +208,8 @@ def run_fuzz(*, lfw: Path, target_requests: int, max_examples: int, max_time_per
                 stats_path = tmp / f"stats-{round_no}.json"
                 report_path = tmp / f"report-{round_no}.json"
                 command = st_command(service.url, max_examples=max_examples, seed_value=seed_value,
-                                     workers=workers, max_time=max_time_per_round, report=report_path)
+                                     workers=workers, max_time=max_time_per_round, report=report_path,
+                                     checks=checks)
                 print(f"[fuzz] round {round_no} (seed {seed_value}): {' '.join(command)}", flush=True)
                 round_started = time.monotonic()
                 with subprocess.Popen(command, cwd=REPO, env={**hook_env, "ANYFACE_FUZZ_STATS": str(stats_path)},
