@@ -60,16 +60,21 @@ def png_rgba(side: int = SIDE) -> Upload:
     return "rgba.png", buf.getvalue(), "image/png"
 
 
-def jpeg_progressive(side: int = SIDE) -> Upload:
-    """A smooth colour pattern as a progressive 4:4:4 JPEG: libjpeg holds side^2 * 3 DCT coefficients (2 bytes
-    each) for a progressive image, whatever scale it decodes to."""
+def _pattern(side: int) -> np.ndarray:
+    """A smooth side x side RGB colour pattern (compresses well, decodes to full size)."""
     y, x = np.ogrid[0:side, 0:side]
     pixels = np.empty((side, side, 3), dtype=np.uint8)
     pixels[..., 0] = x * 255 // side
     pixels[..., 1] = y * 255 // side
     pixels[..., 2] = (x + y) // 16 % 256
+    return pixels
+
+
+def jpeg_progressive(side: int = SIDE) -> Upload:
+    """A smooth colour pattern as a progressive 4:4:4 JPEG: libjpeg holds side^2 * 3 DCT coefficients (2 bytes
+    each) for a progressive image, whatever scale it decodes to."""
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90, progressive=True, subsampling=0)
+    Image.fromarray(_pattern(side)).save(buf, format="JPEG", quality=90, progressive=True, subsampling=0)
     return "large.jpg", buf.getvalue(), "image/jpeg"
 
 
@@ -84,13 +89,8 @@ def tiff16(side: int = SIDE) -> Upload:
 
 def webp(side: int = SIDE) -> Upload:
     """The pattern of `jpeg_progressive` as a fast lossy WebP."""
-    y, x = np.ogrid[0:side, 0:side]
-    pixels = np.empty((side, side, 3), dtype=np.uint8)
-    pixels[..., 0] = x * 255 // side
-    pixels[..., 1] = y * 255 // side
-    pixels[..., 2] = (x + y) // 16 % 256
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="WEBP", quality=50, method=0)
+    Image.fromarray(_pattern(side)).save(buf, format="WEBP", quality=50, method=0)
     return "large.webp", buf.getvalue(), "image/webp"
 
 
