@@ -21,7 +21,7 @@ MANIFEST_NAME = "manifest.json"
 class ModelEntry(BaseModel):
     """One model file and how to feed it."""
 
-    role: Literal["detector", "embedder", "weights", "triton"]
+    role: Literal["detector", "embedder", "landmarks", "weights", "triton"]
     file: str
     sha256: str
     family: str = ""
