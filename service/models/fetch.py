@@ -2,8 +2,8 @@
 
 Each file is checked against its pinned sha256; a mismatch or a file found nowhere is a `FetchError` that names
 `ANYFACE_MODEL_MIRROR`. After the downloads the derived files are built (the dynamic-batch embedder, the face mesh
-converted from TFLite, the O-Net built from numpy weights), each only when it is missing or no longer matches its
-manifest sha256, and the manifest is written.
+converted from TFLite, the O-Net built from its torch state dict read without torch), each only when it is missing
+or no longer matches its manifest sha256, and the manifest is written (less the entries of retired artifacts).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from service.models.registry import (
     MOBILEFACENET_ORIGINAL,
     ONET_FILE,
     ONET_NAME,
-    ONET_NPZ,
+    ONET_STATE_DICT,
+    RETIRED_ARTIFACTS,
     Artifact,
     embedder_entry,
     face_mesh_entry,
@@ -62,7 +63,7 @@ class Derived:
 DERIVED: tuple[Derived, ...] = (
     Derived(EMBEDDER_NAME, EMBEDDER_FILE, MOBILEFACENET_ORIGINAL, make_batch_dynamic, embedder_entry),
     Derived(FACE_MESH_NAME, FACE_MESH_FILE, FACE_MESH_TFLITE, build_face_mesh, face_mesh_entry),
-    Derived(ONET_NAME, ONET_FILE, ONET_NPZ, build_onet, onet_entry),
+    Derived(ONET_NAME, ONET_FILE, ONET_STATE_DICT, build_onet, onet_entry),
 )
 
 
@@ -145,7 +146,7 @@ def fetch_all(model_dir: Path, mirror: Path | None) -> list[str]:
         if build_derived(derived, model_dir, manifest):
             built.append(derived.name)
         entries[derived.name] = derived.entry(sha256_of(model_dir / derived.file))
-    update_manifest(model_dir, entries)
+    update_manifest(model_dir, entries, retired=RETIRED_ARTIFACTS)
     log.info("models ready in %s", model_dir)
     return built
 

@@ -79,9 +79,11 @@ def save_manifest(model_dir: Path, manifest: Manifest) -> Path:
     return path
 
 
-def update_manifest(model_dir: Path, entries: dict[str, ModelEntry]) -> Manifest:
-    """Merge entries into the manifest, keeping the ones other tools wrote."""
+def update_manifest(model_dir: Path, entries: dict[str, ModelEntry], retired: tuple[str, ...] = ()) -> Manifest:
+    """Merge entries into the manifest, keeping the ones other tools wrote, less the `retired` names."""
     manifest = load_manifest(model_dir)
+    for name in retired:
+        manifest.models.pop(name, None)
     manifest.models.update(entries)
     save_manifest(model_dir, manifest)
     return manifest

@@ -1,4 +1,5 @@
-"""Build MTCNN's output network (O-Net) as an ONNX graph from its weights in a numpy `.npz` (no torch).
+"""Build MTCNN's output network (O-Net) as an ONNX graph from facenet-pytorch's `onet.pt` state dict (no torch:
+the tensors are read by `torch_state_dict.py`).
 
 Owns the O-Net architecture of facenet-pytorch (`models/mtcnn.py`, class `ONet`): conv1 3->32 k3, PReLU, max pool
 3/2 (ceil); conv2 32->64 k3, PReLU, max pool 3/2 (ceil); conv3 64->64 k3, PReLU, max pool 2/2 (ceil); conv4
@@ -20,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from service.models.tflite_to_onnx import BATCH_DIM, IR_VERSION, OPSET
+from service.models.torch_state_dict import load_state_dict
 
 INPUT_SIZE = 48
 INPUT_NAME = "image"
@@ -38,8 +40,8 @@ EXPECTED_KEYS = frozenset(
 
 
 def load_onet_weights(src: Path) -> dict[str, np.ndarray]:
-    with np.load(src, allow_pickle=False) as archive:
-        weights = {key: archive[key].astype(np.float32) for key in archive.files}
+    """The O-Net tensors of the torch state dict at `src`, by their state-dict names (conv1.weight, ...)."""
+    weights = {key: array.astype(np.float32) for key, array in load_state_dict(src).items()}
     missing = EXPECTED_KEYS - weights.keys()
     if missing:
         raise ValueError(f"{src}: not an O-Net state dict, missing {sorted(missing)}")
@@ -100,7 +102,7 @@ def onet_model(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
 
 
 def build_onet(src: Path, dst: Path) -> None:
-    """Write the O-Net ONNX file `dst` from the facenet-pytorch O-Net weights saved with numpy at `src`."""
+    """Write the O-Net ONNX file `dst` from facenet-pytorch's O-Net state dict (`onet.pt`) at `src`."""
     model = onet_model(load_onet_weights(src))
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))

@@ -1,7 +1,7 @@
 """The pinned pretrained artifacts: file name, sha256, upstream URL and how the service feeds each one.
 
 Also the manifest entries of the files the fetch step derives from them: the dynamic-batch embedder and the two
-landmark models (`face_mesh` converted from TFLite, `onet` built from numpy weights).
+landmark models (`face_mesh` converted from TFLite, `onet` built from its torch state dict, read without torch).
 """
 
 from __future__ import annotations
@@ -94,31 +94,33 @@ FACE_MESH_TFLITE = Artifact(
     ),
 )
 
-# facenet-pytorch's O-Net weights as a numpy archive. This exact file has no upstream copy: it holds the tensors of
-# ONET_UPSTREAM_PT (a torch pickle, which the service does not read) under the same key names.
+# facenet-pytorch's O-Net state dict, a torch file in the legacy (pre-1.6, non-zip) pickle layout. The fetch step
+# reads its tensors without torch (torch_state_dict.py) to build `onet`.
 ONET_UPSTREAM_PT = "https://github.com/timesler/facenet-pytorch/raw/v2.6.0/data/onet.pt"
-ONET_NPZ = Artifact(
-    name="onet_npz",
-    file="mtcnn_onet.npz",
-    sha256="543ed9444dc52d59a0ba38bd398911f1f1377c76b8312fe3a30d1b0fe961f136",
-    url=None,
-    origin=(
-        f"it has no download of its own: it is {ONET_UPSTREAM_PT} (a torch state dict, MIT) saved with "
-        "numpy.savez under the same key names (conv1.weight, prelu1.weight, ..., dense6_3.bias)"
-    ),
+ONET_STATE_DICT = Artifact(
+    name="onet_state_dict",
+    file="mtcnn_onet.pt",
+    sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+    url=ONET_UPSTREAM_PT,
     entry=ModelEntry(
-        role="weights", family="onet", file="mtcnn_onet.npz",
-        sha256="543ed9444dc52d59a0ba38bd398911f1f1377c76b8312fe3a30d1b0fe961f136",
+        role="weights", family="onet", file="mtcnn_onet.pt",
+        sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
         input_size=(48, 48), color_order="RGB", mean=127.5, std=128.0, dynamic_batch=False,
-        source=f"facenet-pytorch 2.6.0 O-Net state dict ({ONET_UPSTREAM_PT}) saved with numpy.savez",
+        source=f"facenet-pytorch 2.6.0 O-Net state dict ({ONET_UPSTREAM_PT}; also in the facenet-pytorch 2.6.0 "
+               "wheel as facenet_pytorch/data/onet.pt)",
         license="MIT (facenet-pytorch)",
-        notes="the source of `onet` (mtcnn_onet.onnx), built by service/models/onet_onnx.py",
+        notes="the source of `onet` (mtcnn_onet.onnx), built by service/models/onet_onnx.py; a torch file in the "
+              "legacy non-zip layout, read without torch by service/models/torch_state_dict.py",
     ),
 )
 
 ARTIFACTS: tuple[Artifact, ...] = (
-    YUNET, SCRFD, MOBILEFACENET_ORIGINAL, MOBILEFACENET_STATE_DICT, FACE_MESH_TFLITE, ONET_NPZ,
+    YUNET, SCRFD, MOBILEFACENET_ORIGINAL, MOBILEFACENET_STATE_DICT, FACE_MESH_TFLITE, ONET_STATE_DICT,
 )
+
+# Manifest entries of artifacts the fetch step no longer installs: removed from the manifest by the next fetch.
+# `onet_npz` (mtcnn_onet.npz): the O-Net tensors saved with numpy, mirror-only; replaced by `onet_state_dict`.
+RETIRED_ARTIFACTS: tuple[str, ...] = ("onet_npz",)
 
 # The service's default embedder: MobileFaceNet with its batch dimension made dynamic (see dynamic_batch.py).
 EMBEDDER_NAME = "mobilefacenet"
@@ -170,7 +172,7 @@ def onet_entry(sha256: str) -> ModelEntry:
         role="landmarks", family="onet", file=ONET_FILE, sha256=sha256,
         input_size=(48, 48), layout="NCHW", color_order="RGB", mean=127.5, std=128.0, dynamic_batch=True,
         source=f"MTCNN O-Net of facenet-pytorch 2.6.0 ({ONET_UPSTREAM_PT}), built as ONNX at fetch time "
-               "from mtcnn_onet.npz (onet_onnx.py)",
+               "from mtcnn_onet.pt (onet_onnx.py, read without torch)",
         license="MIT (facenet-pytorch)",
         notes=(
             "input `image` N x 3 x 48 x 48 float32 RGB (rows = y), a square crop around the face box; outputs "

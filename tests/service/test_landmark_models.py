@@ -1,11 +1,16 @@
 """The two landmark models the fetch step builds: MediaPipe's face mesh (TFLite -> ONNX) and MTCNN's O-Net
-(numpy weights -> ONNX), compared with their reference runtimes on real LFW faces, and the fetch step's rebuild
-rule for derived files."""
+(torch state dict read without torch -> ONNX), compared with their reference runtimes on real LFW faces; the
+torch-free state-dict reader (equal to the numpy copy of the same tensors, and refusing any other pickled global);
+and the fetch step's rebuild rule for derived files."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +20,10 @@ from PIL import Image
 
 from service.detection.base import DetectedFace
 from service.detection.yunet import YuNetDetector
+from service.models import fetch as fetch_module
 from service.models.fetch import DERIVED, FetchError, fetch_all
-from service.models.manifest import ModelEntry, load_manifest, sha256_of
+from service.models.manifest import ModelEntry, load_manifest, save_manifest, sha256_of
+from service.models.onet_onnx import load_onet_weights, onet_model
 from service.models.registry import (
     ARTIFACTS,
     FACE_MESH_FILE,
@@ -24,9 +31,11 @@ from service.models.registry import (
     FACE_MESH_TFLITE,
     ONET_FILE,
     ONET_NAME,
-    ONET_NPZ,
+    ONET_STATE_DICT,
     ONET_UPSTREAM_PT,
+    RETIRED_ARTIFACTS,
 )
+from service.models.torch_state_dict import TorchStateDictError, load_state_dict
 from tests.conftest import lfw_photo, people_with_photos
 
 MESH_SIZE = 192
@@ -86,11 +95,12 @@ def test_manifest_describes_the_landmark_models(model_dir: Path) -> None:
     for entry in (mesh, onet):
         assert entry.dynamic_batch and entry.license and entry.source and entry.notes
         assert sha256_of(model_dir / entry.file) == entry.sha256
-    for source in (FACE_MESH_TFLITE, ONET_NPZ):
+    for source in (FACE_MESH_TFLITE, ONET_STATE_DICT):
         assert manifest.models[source.name].role == "weights"
         assert sha256_of(model_dir / source.file) == source.sha256
-    # the torch pickle of the same O-Net tensors is never part of the service's fetch step
-    assert "mtcnn_onet.pt" not in {a.file for a in ARTIFACTS} | {e.file for e in manifest.models.values()}
+    # the mirror-only numpy copy of the O-Net tensors is no longer part of the fetch step, nor of the manifest
+    assert "mtcnn_onet.npz" not in {a.file for a in ARTIFACTS} | {e.file for e in manifest.models.values()}
+    assert not set(RETIRED_ARTIFACTS) & manifest.models.keys()
 
 
 def test_onnx_boundaries_follow_the_contract(model_dir: Path) -> None:
@@ -207,10 +217,7 @@ def _onet_crops(photos: list[np.ndarray], detector: YuNetDetector) -> tuple[np.n
 
 def test_onet_equals_torch_on_real_faces(model_dir: Path, lfw_dir: Path, detector: YuNetDetector) -> None:
     torch = pytest.importorskip("torch")
-    mirror = os.environ.get("ANYFACE_MODEL_MIRROR", "")
-    pt = Path(mirror) / "mtcnn_onet.pt"
-    if not pt.is_file():
-        pytest.skip(f"{pt} (the facenet-pytorch O-Net state dict) is not in the mirror")
+    pt = model_dir / ONET_STATE_DICT.file  # loaded here by torch itself
     entry = load_manifest(model_dir).models[ONET_NAME]
     batch = _normalise(_onet_crops(_photos(lfw_dir, 8), detector)[0], entry).transpose(0, 3, 1, 2).copy()
     with torch.no_grad():
@@ -270,15 +277,191 @@ def test_fetch_rebuilds_derived_files_only_when_needed(model_dir: Path, tmp_path
     assert sha256_of(target / ONET_FILE) == manifest.models[ONET_NAME].sha256
 
 
-def test_onet_weights_come_from_the_mirror_only(model_dir: Path, tmp_path: Path) -> None:
-    mirror = tmp_path / "mirror"
+def _mirror_without_npz(model_dir: Path, mirror: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """A mirror holding the pinned artifacts (less `leave_out`) and no mtcnn_onet.npz."""
     mirror.mkdir()
     for artifact in ARTIFACTS:
-        if artifact is not ONET_NPZ:
+        if artifact.file not in leave_out:
             shutil.copy(model_dir / artifact.file, mirror / artifact.file)
+    return mirror
+
+
+def test_fetch_builds_onet_from_the_upstream_pt(model_dir: Path, tmp_path: Path) -> None:
+    """No npz anywhere: the O-Net is built from mtcnn_onet.pt, the same bytes as the session's build."""
+    mirror = _mirror_without_npz(model_dir, tmp_path / "mirror")
+    target = tmp_path / "models"
+    fetch_all(target, mirror)
+    assert not (target / "mtcnn_onet.npz").exists()
+    manifest = load_manifest(target)
+    assert manifest.models[ONET_NAME].sha256 == load_manifest(model_dir).models[ONET_NAME].sha256
+    assert manifest.models[ONET_STATE_DICT.name].file == "mtcnn_onet.pt"
+
+
+def test_fetch_without_mirror_downloads_the_pt(model_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no mirror at all (the API image's default) every file comes from its URL; the downloads are served
+    here from the local copies, so no network is needed. mtcnn_onet.pt comes from facenet-pytorch's URL."""
+    by_url = {a.url: model_dir / a.file for a in ARTIFACTS}
+    assert None not in by_url  # every pinned artifact has an upstream URL now
+    requested: list[str] = []
+
+    def serve(url: str, dst: Path) -> None:
+        requested.append(url)
+        shutil.copyfile(by_url[url], dst)
+
+    monkeypatch.setattr(fetch_module, "_download", serve)
+    fetch_all(tmp_path / "models", None)
+    assert ONET_UPSTREAM_PT in requested and sorted(requested) == sorted(a.url for a in ARTIFACTS if a.url)
+    assert load_manifest(tmp_path / "models").models[ONET_NAME].sha256 == \
+        load_manifest(model_dir).models[ONET_NAME].sha256
+
+
+def test_missing_pt_is_a_clear_fetch_error(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(url: str, dst: Path) -> None:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(fetch_module, "_download", offline)
+    mirror = _mirror_without_npz(model_dir, tmp_path / "mirror", leave_out=(ONET_STATE_DICT.file,))
     with pytest.raises(FetchError) as info:
         fetch_all(tmp_path / "models", mirror)
     message = str(info.value)
-    assert "ANYFACE_MODEL_MIRROR" in message and ONET_NPZ.file in message and ONET_NPZ.sha256 in message
-    assert ONET_UPSTREAM_PT in message  # where the tensors come from upstream
-    assert not (tmp_path / "models" / "mtcnn_onet.pt").exists()
+    assert "ANYFACE_MODEL_MIRROR" in message and ONET_STATE_DICT.file in message and ONET_STATE_DICT.sha256 in message
+    assert f"download of {ONET_UPSTREAM_PT} failed: network is unreachable" in message
+    assert str(mirror / ONET_STATE_DICT.file) in message and "npz" not in message
+
+
+def test_fetch_drops_the_retired_npz_entry(model_dir: Path, tmp_path: Path) -> None:
+    """An install made before the switch lists `onet_npz`; the next fetch removes that entry."""
+    mirror = _mirror_without_npz(model_dir, tmp_path / "mirror")
+    target = tmp_path / "models"
+    fetch_all(target, mirror)
+    stale = load_manifest(target)
+    stale.models["onet_npz"] = ModelEntry(role="weights", file="mtcnn_onet.npz", sha256="0" * 64)
+    save_manifest(target, stale)
+    assert fetch_all(target, mirror) == []  # the O-Net ONNX is unchanged: nothing rebuilt
+    assert "onet_npz" not in load_manifest(target).models
+
+
+# --- the torch-free state-dict reader ----------------------------------------------------------------------------
+
+
+def _mirror_file(name: str) -> Path:
+    path = Path(os.environ.get("ANYFACE_MODEL_MIRROR", "")) / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not in ANYFACE_MODEL_MIRROR")
+    return path
+
+
+def test_pt_tensors_equal_the_npz_exactly() -> None:
+    pt, npz = _mirror_file(ONET_STATE_DICT.file), _mirror_file("mtcnn_onet.npz")
+    assert not zipfile.is_zipfile(pt)  # facenet-pytorch 2.6.0 ships the legacy (torch < 1.6) stream layout
+    tensors = load_state_dict(pt)
+    with np.load(npz, allow_pickle=False) as archive:
+        reference = {key: archive[key] for key in archive.files}
+    assert list(tensors) == list(reference)  # same keys, same order
+    for key, array in reference.items():
+        assert (tensors[key].dtype, tensors[key].shape) == (array.dtype, array.shape), key
+        assert np.array_equal(tensors[key], array), key
+        assert tensors[key].flags.c_contiguous and tensors[key].flags.writeable
+
+
+def test_onet_onnx_from_pt_is_byte_identical_to_the_npz_build(model_dir: Path) -> None:
+    pt, npz = _mirror_file(ONET_STATE_DICT.file), _mirror_file("mtcnn_onet.npz")
+    with np.load(npz, allow_pickle=False) as archive:
+        from_npz = onet_model({key: archive[key].astype(np.float32) for key in archive.files})
+    from_pt = onet_model(load_onet_weights(pt)).SerializeToString()
+    assert from_pt == from_npz.SerializeToString()
+    assert from_pt == (model_dir / ONET_FILE).read_bytes()  # what the fetch step installed
+
+
+def test_reader_matches_torch_on_zip_checkpoints(tmp_path: Path) -> None:
+    """torch >= 1.6 writes a zip; strided, offset, half and integer tensors come out as torch sees them."""
+    torch = pytest.importorskip("torch")
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = OrderedDict([
+        ("transposed", base.t()),  # strides (1, 6)
+        ("row", base[2]),  # storage offset 12, sharing base's storage
+        ("column", base[:, 3]),  # offset 3, stride 6
+        ("base", base),
+        ("half", torch.linspace(-1, 1, 5, dtype=torch.float16)),
+        ("count", torch.tensor(7, dtype=torch.int64)),  # 0-d
+        ("empty", torch.zeros(0, 3)),
+    ])
+    path = tmp_path / "state.pt"
+    torch.save(state, path)
+    assert zipfile.is_zipfile(path)
+    tensors = load_state_dict(path)
+    assert list(tensors) == list(state)
+    for key, tensor in state.items():
+        expected = tensor.numpy()
+        assert (tensors[key].dtype, tensors[key].shape) == (expected.dtype, expected.shape), key
+        assert np.array_equal(tensors[key], expected), key
+    legacy = tmp_path / "legacy.pt"  # the same through torch's legacy writer
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(legacy)
+    assert all(np.array_equal(load_state_dict(legacy)[k], v) for k, v in tensors.items())
+
+
+class _RunsACommand:
+    """Unpickling this runs `os.system(command)`: the classic malicious pickle."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (self.command,)
+
+
+def _zip_checkpoint(path: Path, data_pkl: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+def _legacy_checkpoint(path: Path, data_pkl: bytes) -> Path:
+    head = [0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}]
+    path.write_bytes(b"".join(pickle.dumps(p, protocol=2) for p in head) + data_pkl + pickle.dumps([], protocol=2))
+    return path
+
+
+@pytest.mark.parametrize("layout", [_zip_checkpoint, _legacy_checkpoint])
+def test_reader_refuses_other_globals_without_running_them(tmp_path: Path,
+                                                           layout: Callable[[Path, bytes], Path]) -> None:
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(OrderedDict([("conv1.weight", _RunsACommand(f"touch {marker}"))]), protocol=2)
+    assert b"system" in payload  # the pickle really asks for os.system (posix.system)
+    path = layout(tmp_path / "evil.pt", payload)
+    with pytest.raises(TorchStateDictError, match=r"asks for (os|posix)\.system, which this reader refuses"):
+        load_state_dict(path)
+    assert not marker.exists()
+    calls_eval = b"\x80\x02cbuiltins\neval\nX\x01\x00\x00\x001\x85R."  # eval("1"), written by hand
+    with pytest.raises(TorchStateDictError, match=r"asks for builtins\.eval"):  # nor any other callable
+        load_state_dict(layout(tmp_path / "eval.pt", calls_eval))
+
+
+@pytest.mark.parametrize("glob", [b"torch\nFloatStorage", b"torch._utils\n_rebuild_tensor_v2",
+                                  b"collections\nOrderedDict"])
+def test_reader_stand_ins_cannot_be_altered_by_build(tmp_path: Path, glob: bytes) -> None:
+    """GLOBAL then BUILD with a state would set attributes on the reader's stand-ins: it fails instead, and a
+    later read is unaffected."""
+    for state in (b"}X\x05\x00\x00\x00dtypeK\x01s", b"N}X\x05\x00\x00\x00dtypeK\x01s\x86"):
+        with pytest.raises(TorchStateDictError, match="cannot unpickle"):  # the BUILD itself fails
+            load_state_dict(_zip_checkpoint(tmp_path / "build.pt", b"\x80\x02c" + glob + b"\n" + state + b"b."))
+    assert load_state_dict(_mirror_file(ONET_STATE_DICT.file))["conv1.bias"].dtype == np.float32
+
+
+def test_reader_refuses_tensors_outside_their_storage(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "state.pt"
+    torch.save({"w": torch.ones(2, 3)}, path)
+    with zipfile.ZipFile(path) as archive:
+        names = {n: archive.read(n) for n in archive.namelist()}
+    (data,) = [n for n in names if "/data/" in n]
+    names[data] = names[data][:12]  # 3 floats instead of 6: the storage no longer matches its declared size
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, raw in names.items():
+            archive.writestr(name, raw)
+    with pytest.raises(TorchStateDictError, match="holds 12 bytes, expected 6 x 4"):
+        load_state_dict(path)
