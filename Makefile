@@ -10,7 +10,7 @@ EXTRAS ?= serve,dev,train,bench,load
 export ANYFACE_MODEL_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared/models),)
 export ANYFACE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-index load train export evaluate clean fuzz
+.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-tiny bench-index load train export evaluate clean fuzz
 
 $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,12 @@ lint: install
 bench: install
 	$(PY) -m service.models fetch
 	$(PY) -m bench.run
+
+# Tiny faces end to end through the API (LFW photos shrunk to 12/16/24/32 px faces, per configuration of
+# bench/tiny_faces.py CONFIGS): detection recall and rank-1, written to docs/tiny_faces.md and docs/tiny_faces.png.
+bench-tiny: install
+	$(PY) -m service.models fetch
+	$(PY) -m bench.tiny_faces
 
 bench-index: install
 	$(PY) -m bench.index
