@@ -73,6 +73,19 @@ class DetectionSettings(Section):
                              "1280 px); 0 = one per CPU core")
     min_face_size: float = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
     max_faces: int = Field(32, ge=1)
+    det_upscale_below: int = Field(
+        160, ge=0, description="a photo whose longer side is below this many pixels is detected on a copy upscaled "
+        "(bicubic) to it, boxes and landmarks mapped back: YuNet misses faces of 12-16 px and misplaces their "
+        "points (docs/awkward_photos.md); 0 = never")
+    det_pad_fallback: bool = Field(
+        True, description="when no face is found, detect again on a copy padded on every side by its longer side "
+        "(edge pixels replicated): finds faces that fill or exceed the frame (close-ups); their boxes may reach "
+        "beyond the image")
+    rotation_search: bool = Field(
+        False, description="for photos turned without EXIF: when no face scores at least the detector's confident "
+        "score (YuNet 0.9; it finds turned faces with lower scores and misplaced landmarks), also detect on the "
+        "photo turned by 90, 270 and 180 degrees and keep the orientation with the best face, reporting its "
+        "rotation. Costs 3 more detections on every photo without a face")
 
     @property
     def score_threshold(self) -> float:
