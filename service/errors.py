@@ -46,6 +46,12 @@ class MultipleFaces(ServiceError):
     code = "multiple_faces"
 
 
+class LowQuality(ServiceError):
+    """A face whose quality (`core/quality.py`) is below the `min_quality` in force: not enrolled, not searched."""
+
+    code = "low_quality"
+
+
 class GalleryNotFound(ServiceError):
     code = "gallery_not_found"
 

@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     verify_threshold: float | None = Field(None, description="override the calibrated threshold")
     identify_threshold: float | None = None
     max_top_k: int = Field(100, ge=1)
+    min_quality: float = Field(
+        0.5, ge=0.0, le=1.0, description="faces below this quality (service/core/quality.py, docs/quality.md) are "
+        "not enrolled or searched: 422 `low_quality`; a request's `min_quality` overrides it; 0 accepts every face")
     page_size_max: int = Field(500, ge=1)
     max_metadata_bytes: int = Field(
         16_384, ge=2, description="a subject's metadata as compact JSON (UTF-8, keys included), at most")

@@ -24,6 +24,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.ImageTooSmall: 422,
     errors.NoFace: 422,
     errors.MultipleFaces: 422,
+    errors.LowQuality: 422,
     errors.GalleryNotFound: 404,
     errors.SubjectNotFound: 404,
     errors.FaceNotFound: 404,

@@ -41,6 +41,11 @@ def _error(description: str, **more: Any) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description, **more}
 
 
+UNPROCESSABLE = ("`invalid_parameter`, `missing_field`, `invalid_metadata`, `invalid_image`, `empty_image`, "
+                 "`image_too_small`, `no_face`, `multiple_faces`")
+LOW_QUALITY_422 = _error(UNPROCESSABLE + ", `low_quality` (the face to enrol or search has a quality below "
+                         "`min_quality`: the request's, else ANYFACE_MIN_QUALITY; the message gives both; nothing is "
+                         "written)")
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait (with `overloaded`)", "schema": {"type": "integer"}}}
 
 ERRORS: dict[int, dict[str, Any]] = {
@@ -53,16 +58,16 @@ ERRORS: dict[int, dict[str, Any]] = {
     413: _error("`request_too_large`: the body passed its cap (multipart: every image at its limit; other bodies: "
                 "ANYFACE_MAX_JSON_BODY_BYTES), refused as it streams; `image_too_large`, `image_too_many_pixels`"),
     415: _error("`unsupported_image`: a decodable image in a form the service cannot turn into RGB"),
-    422: _error("`invalid_parameter`, `missing_field`, `invalid_metadata`, `invalid_image`, `empty_image`, "
-                "`image_too_small`, `no_face`, `multiple_faces`"),
+    422: _error(UNPROCESSABLE),
     503: _error("`overloaded` (too many requests or decodes in progress; retry after Retry-After), "
                 "`store_unavailable`, `storage_full`, `backend_unavailable`", headers=RETRY_AFTER),
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` of a route that answers these error statuses."""
-    return {status: ERRORS[status] for status in statuses}
+def errors(*statuses: int, low_quality: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that answers these error statuses (`low_quality`: its 422 includes
+    `low_quality`, for the routes that take `min_quality`)."""
+    return {status: LOW_QUALITY_422 if low_quality and status == 422 else ERRORS[status] for status in statuses}
 
 
 READINESS: dict[int | str, dict[str, Any]] = {

@@ -20,6 +20,9 @@ SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MAX_COUNT = 2**31 - 1  # counts (top_k, limit, max_faces) fit a C int, FAISS's k included
 MAX_FACE_SIZE = 1_000_000.0  # pixels: beyond the side of any image the decoder accepts
 
+MIN_QUALITY_HELP = ("refuse faces whose quality (0 to 1, docs/quality.md) is below this: 422 `low_quality`; "
+                    "default: the service's ANYFACE_MIN_QUALITY; 0 accepts every face")
+
 GalleryName = Annotated[str, Path(pattern=GALLERY_PATTERN, description="gallery name: letters, digits, . _ -")]
 SubjectId = Annotated[str, Path(pattern=SUBJECT_PATTERN, description="subject id: letters, digits, . _ : @ -")]
 FaceId = Annotated[int, Path(ge=1, le=MAX_FACE_ID, description="face id, as enrolment answered it")]
@@ -46,8 +49,8 @@ class UploadImage:
 
 
 def overrides(min_face_size: float | None = None, det_score_threshold: float | None = None,
-              max_faces: int | None = None) -> FilterOverrides:
-    return FilterOverrides(min_face_size, det_score_threshold, max_faces)
+              max_faces: int | None = None, min_quality: float | None = None) -> FilterOverrides:
+    return FilterOverrides(min_face_size, det_score_threshold, max_faces, min_quality)
 
 
 def parse_metadata(text: str | None, max_bytes: int) -> dict[str, Any] | None:

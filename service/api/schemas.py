@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from service.core.face_path import AnalyzedFace
 from service.core.galleries import GalleryView
 from service.core.metadata import UnreadableMetadata
+from service.core.quality import shown
 from service.core.recognition import Identification, Verification
 from service.gallery.store import FaceRecord, Subject
 
@@ -27,6 +28,11 @@ class FaceOut(BaseModel):
     size: float = Field(description="larger side of the box in source pixels: the resolution indicator")
     resolution: int | None = Field(None, description="input resolution of the embedder that embedded this face")
     branch: str | None = Field(None, description="name of the embedder that embedded this face")
+    quality: float = Field(
+        ge=0, le=1, description="how well this face can be expected to match its own identity, 0 to 1: about the "
+        "chance that it scores at or above the verify threshold against a typical clean photo of the same person "
+        "(detector score, landmark agreement, sharpness, size, pose; docs/quality.md). Enrolment and search refuse "
+        "faces below `min_quality`")
 
     @classmethod
     def of(cls, face: AnalyzedFace, embedded: bool = True) -> FaceOut:
@@ -39,6 +45,7 @@ class FaceOut(BaseModel):
             size=round(f.size, 2),
             resolution=face.resolution if embedded else None,
             branch=face.branch if embedded else None,
+            quality=shown(face.quality),
         )
 
 
@@ -85,6 +92,9 @@ class Candidate(BaseModel):
 class IdentifiedFace(BaseModel):
     face: FaceOut
     candidates: list[Candidate]
+    skipped: Literal["low_quality"] | None = Field(
+        None, description="why this face was not searched (`candidates` is then empty): `low_quality`, its quality "
+        "is below min_quality (only with all_faces; a main face below it is refused with 422 `low_quality`)")
 
 
 class IdentifyResponse(BaseModel):
@@ -98,7 +108,7 @@ class IdentifyResponse(BaseModel):
         return cls(gallery=result.gallery, threshold=result.threshold, top_k=result.top_k, faces=[
             IdentifiedFace(face=FaceOut.of(f.face), candidates=[
                 Candidate(subject_id=c.subject_id, name=c.name, similarity=c.similarity, face_id=c.face_id)
-                for c in f.candidates])
+                for c in f.candidates], skipped=f.skipped)
             for f in result.faces
         ])
 
@@ -108,10 +118,13 @@ class FaceRecordOut(BaseModel):
     box: list[float] | None
     branch: str | None
     created_at: float
+    quality: float | None = Field(
+        None, description="the face's quality when it was enrolled: in the enrolment answer only (not stored)")
 
     @classmethod
-    def of(cls, record: FaceRecord) -> FaceRecordOut:
-        return cls(face_id=record.face_id, box=record.box, branch=record.branch, created_at=record.created_at)
+    def of(cls, record: FaceRecord, quality: float | None = None) -> FaceRecordOut:
+        return cls(face_id=record.face_id, box=record.box, branch=record.branch, created_at=record.created_at,
+                   quality=quality)
 
 
 class SubjectOut(BaseModel):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service import metrics
+from service.core.quality import face_quality
 from service.detection import DetectedFace, Detector
 from service.embedding.router import Rule, route
 from service.errors import NoFace
@@ -77,6 +78,7 @@ class AnalyzedFace:
     resolution: int
     branch: str
     embedding: np.ndarray | None = None
+    quality: float = 0.0  # `service.core.quality`: in [0, 1], higher matches its own identity better
 
 
 @dataclass
@@ -134,6 +136,9 @@ class FacePath:
         its crop is cut from, and (with `align`) its aligned crop."""
         decoded, kept = self._decode_and_find(data, field, flt)
         faces = [AnalyzedFace(f, res, self.model_names[res]) for f, g in kept for res in [self.route(g)]]
+        with stage("quality"):
+            for face, (_, g) in zip(faces, kept, strict=True):
+                face.quality = face_quality(decoded.pixels, g)
         crops: list[np.ndarray] = []
         if align:
             with stage("align"):

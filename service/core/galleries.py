@@ -12,7 +12,7 @@ built from whatever the store holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from service.core.face_path import FaceFilter, stage
 from service.core.inputs import FilterOverrides, ImageSource
 from service.core.metadata import SubjectLimits, check_metadata, check_name, presentable, shown_name
 from service.core.pipeline import FacePipeline
+from service.core.quality import require_quality, shown
 from service.errors import FaceNotFound, GalleryNotFound, InvalidParameter, MultipleFaces, NoFace, SubjectNotFound
 from service.gallery.index import Hit
 from service.gallery.manager import GalleryManager
@@ -45,6 +46,7 @@ class GalleryView:
 class Enrolment:
     subject: Subject
     faces: list[FaceRecord]
+    qualities: list[float] = field(default_factory=list)  # of the enrolled faces, in order (not stored)
 
 
 class Galleries:
@@ -83,8 +85,8 @@ class Galleries:
                      metadata: dict[str, Any] | None = None, allow_multiple: bool = False,
                      overrides: FilterOverrides | None = None) -> Enrolment:
         """Create the gallery and subject when new and add one face per photo, all or nothing: every photo is
-        checked (exactly one face, or its main face with `allow_multiple`), and the name and metadata, before
-        anything is written."""
+        checked (exactly one face, or its main face with `allow_multiple`; its quality at least `min_quality`,
+        the request's or the configured one), and the name and metadata, before anything is written."""
         if not images:
             raise InvalidParameter("images: at least one file is required", code="missing_field")
         if len(images) > self.settings.max_images_per_request:
@@ -94,7 +96,9 @@ class Galleries:
         metadata = check_metadata(metadata, self.limits)
         o = overrides or FilterOverrides()
         flt = FaceFilter.of(self.settings.detection, o.min_face_size, o.score_threshold)
+        minimum = self.settings.min_quality if o.min_quality is None else o.min_quality
         new_faces: list[NewFace] = []
+        qualities: list[float] = []
         for image in images:
             result = await self.pipeline.analyze(await image.read(), image.field, flt)
             metrics.FACES_PER_REQUEST.labels("enroll").observe(len(result.faces))
@@ -104,10 +108,12 @@ class Galleries:
                 raise MultipleFaces(f"{image.field}: {len(result.faces)} faces found; send a photo of one face or "
                                     "set allow_multiple=true to enrol the largest")
             face = result.faces[0]
+            require_quality(face.quality, minimum, image.field)
+            qualities.append(shown(face.quality))
             new_faces.append(NewFace(face.embedding, [float(v) for v in face.face.box], face.branch))  # type: ignore[arg-type]
         subject, records = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
                                                     new_faces)
-        return Enrolment(self._shown(subject), records)
+        return Enrolment(self._shown(subject), records, qualities)
 
     # -- queries --------------------------------------------------------------------------------------------
     def _view(self, info: GalleryInfo) -> GalleryView:

@@ -33,8 +33,10 @@ class BytesImage:
 
 @dataclass(frozen=True)
 class FilterOverrides:
-    """A request's own detection filter values; None keeps the configured one."""
+    """A request's own detection filter values; None keeps the configured one. `min_quality` does not drop faces:
+    a face below it is refused (`LowQuality`) where a face is enrolled or searched."""
 
     min_face_size: float | None = None
     score_threshold: float | None = None
     max_faces: int | None = None
+    min_quality: float | None = None

@@ -10,6 +10,7 @@ from service.api.openapi import errors
 from service.api.params import (
     MAX_COUNT,
     MAX_FACE_SIZE,
+    MIN_QUALITY_HELP,
     FaceId,
     GalleryName,
     SubjectId,
@@ -32,7 +33,7 @@ router = APIRouter(tags=["galleries"])
 
 
 @router.post("/v1/galleries/{gallery}/subjects/{subject_id}/faces", status_code=201, response_model=EnrollResponse,
-             responses=errors(400, 401, 403, 404, 413, 415, 422, 503))
+             responses=errors(400, 401, 403, 404, 413, 415, 422, 503, low_quality=True))
 async def enroll(
     request: Request,
     gallery: GalleryName,
@@ -43,6 +44,8 @@ async def enroll(
     allow_multiple: bool = Form(False, description="enrol the largest face of a photo that shows several"),
     min_face_size: float | None = Form(None, ge=0, le=MAX_FACE_SIZE, allow_inf_nan=False),
     det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
+    min_quality: float | None = Form(None, ge=0, le=1, allow_inf_nan=False,
+                                     description=MIN_QUALITY_HELP + " (every photo's face must reach it)"),
 ) -> EnrollResponse:
     authorize(request, gallery, write=True)
     core = core_of(request)
@@ -51,9 +54,10 @@ async def enroll(
     enrolment = await core.galleries.enroll(gallery, subject_id, sources, name,
                                             parse_metadata(metadata, core.settings.max_json_body_bytes)
                                             if sources else None, allow_multiple,
-                                            overrides(min_face_size, det_score_threshold))
+                                            overrides(min_face_size, det_score_threshold, min_quality=min_quality))
+    qualities: list[float | None] = [*enrolment.qualities] or [None] * len(enrolment.faces)
     return EnrollResponse(subject=SubjectOut.of(enrolment.subject),
-                          faces=[FaceRecordOut.of(r) for r in enrolment.faces])
+                          faces=[FaceRecordOut.of(r, q) for r, q in zip(enrolment.faces, qualities, strict=True)])
 
 
 @router.get("/v1/galleries", response_model=GalleryList, responses=errors(401, 503))

@@ -7,14 +7,14 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from service.api.auth import authorize
 from service.api.context import core_of
 from service.api.openapi import errors
-from service.api.params import GALLERY_PATTERN, MAX_COUNT, MAX_FACE_SIZE, UploadImage, overrides
+from service.api.params import GALLERY_PATTERN, MAX_COUNT, MAX_FACE_SIZE, MIN_QUALITY_HELP, UploadImage, overrides
 from service.api.schemas import IdentifyResponse
 
 router = APIRouter(tags=["faces"])
 
 
 @router.post("/v1/identify", response_model=IdentifyResponse,
-             responses=errors(400, 401, 403, 404, 413, 415, 422, 503))
+             responses=errors(400, 401, 403, 404, 413, 415, 422, 503, low_quality=True))
 async def identify(
     request: Request,
     image: UploadFile | None = File(None),
@@ -26,10 +26,13 @@ async def identify(
     min_face_size: float | None = Form(None, ge=0, le=MAX_FACE_SIZE, allow_inf_nan=False),
     det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
     max_faces: int | None = Form(None, ge=1, le=MAX_COUNT),
+    min_quality: float | None = Form(
+        None, ge=0, le=1, allow_inf_nan=False, description=MIN_QUALITY_HELP + " (the main face); with all_faces, "
+        "faces below it are not searched and come back with `skipped: low_quality` and no candidates"),
 ) -> IdentifyResponse:
     authorize(request, gallery, write=False)
     core = core_of(request)
     result = await core.recognition.identify(UploadImage(image, core.settings.decode.max_image_bytes, "image"),
                                              gallery, top_k, threshold, all_faces,
-                                             overrides(min_face_size, det_score_threshold, max_faces))
+                                             overrides(min_face_size, det_score_threshold, max_faces, min_quality))
     return IdentifyResponse.of(result)

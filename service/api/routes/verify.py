@@ -7,14 +7,22 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from service.api.auth import authorize
 from service.api.context import core_of
 from service.api.openapi import errors
-from service.api.params import GALLERY_PATTERN, MAX_FACE_SIZE, SUBJECT_PATTERN, UploadImage, overrides
+from service.api.params import (
+    GALLERY_PATTERN,
+    MAX_FACE_SIZE,
+    MIN_QUALITY_HELP,
+    SUBJECT_PATTERN,
+    UploadImage,
+    overrides,
+)
 from service.api.schemas import VerifyResponse
 from service.errors import InvalidParameter
 
 router = APIRouter(tags=["faces"])
 
 
-@router.post("/v1/verify", response_model=VerifyResponse, responses=errors(400, 401, 403, 404, 413, 415, 422, 503))
+@router.post("/v1/verify", response_model=VerifyResponse,
+             responses=errors(400, 401, 403, 404, 413, 415, 422, 503, low_quality=True))
 async def verify(
     request: Request,
     image_a: UploadFile | None = File(None, description="first photo (with image_b)"),
@@ -26,10 +34,12 @@ async def verify(
                                    description="cosine similarity; default: calibrated"),
     min_face_size: float | None = Form(None, ge=0, le=MAX_FACE_SIZE, allow_inf_nan=False),
     det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
+    min_quality: float | None = Form(None, ge=0, le=1, allow_inf_nan=False,
+                                     description=MIN_QUALITY_HELP + " (the main face of each photo)"),
 ) -> VerifyResponse:
     core = core_of(request)
     limit = core.settings.decode.max_image_bytes
-    flt = overrides(min_face_size, det_score_threshold)
+    flt = overrides(min_face_size, det_score_threshold, min_quality=min_quality)
     if image_a is not None or image_b is not None:
         if image_a is None or image_b is None or image is not None:
             raise InvalidParameter("send both image_a and image_b, or image with gallery and subject_id",
