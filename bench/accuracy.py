@@ -30,7 +30,7 @@ from service.settings import DecodeLimits, DetectionSettings, Settings
 if TYPE_CHECKING:
     from bench.dlib_baseline import DlibFaceRecognition
 
-SYSTEMS = ["anyface", "anyface-flip", "scrfd", "scrfd-flip", "dlib"]
+SYSTEMS = ["anyface", "anyface-noflip", "yunet-points", "scrfd", "scrfd-flip", "dlib"]
 SPEED_SAMPLE = 200  # photos timed end to end (decode, detect, align, embed), one at a time, one process
 DLIB_MISSING = -10.0  # dlib's score (negative distance) of a pair with a photo without a face: below every pair
 
@@ -81,9 +81,25 @@ def _speed(embed_photo: Callable[[bytes], object], images: Path, names: list[str
 
 
 def anyface_settings(system: str) -> Settings:
-    """`anyface*` runs YuNet, `scrfd*` SCRFD; `*-flip` adds the flip test."""
-    return Settings(detection=DetectionSettings(detector="scrfd" if system.startswith("scrfd") else "yunet"),
-                    flip_test=system.endswith("flip"))
+    """`anyface` is the default pipeline (YuNet, the default landmark stage and flip test), `anyface-noflip` the
+    same without the flip test; `yunet-points` YuNet with its own 5 points and no flip test (the default before
+    the landmark stage); `scrfd*` SCRFD with its own points (non-commercial weights); `*-flip` adds the flip test."""
+    if system.startswith("scrfd"):
+        return Settings(detection=DetectionSettings(detector="scrfd", landmarks="detector"),
+                        flip_test=system.endswith("-flip"))
+    if system == "yunet-points":
+        return Settings(detection=DetectionSettings(landmarks="detector"), flip_test=False)
+    if system == "anyface-noflip":
+        return Settings(flip_test=False)
+    return Settings()
+
+
+def system_label(settings: Settings) -> str:
+    """How a report names an AnyFace configuration: detector, landmark models, embedder, flip test."""
+    detection = settings.detection
+    points = "its own points" if detection.landmarks == "detector" else f"{detection.landmarks} points"
+    return (f"AnyFace ({detection.detector}, {points}, MobileFaceNet"
+            f"{', flip test' if settings.flip_test else ''})")
 
 
 def evaluate(systems: list[str]) -> tuple[list[SystemResult], dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -106,9 +122,7 @@ def evaluate(systems: list[str]) -> tuple[list[SystemResult], dict[str, tuple[np
             embeddings = embedder.embed_files(images, names, desc=system)
             scores = pair_scores(pairs, embeddings)
             speed = _speed(embedder.embed_photo, images, names)  # with flip_test the mirror is embedded too
-            settings = embedder.settings
-            label = (f"AnyFace ({settings.detection.detector} + MobileFaceNet"
-                     f"{', flip test' if settings.flip_test else ''})")
+            label = system_label(embedder.settings)
         folded = kfold_accuracy(scores, labels, folds)
         results.append(SystemResult(label, folded.mean, folded.std, tar_at_far(scores, labels, 1e-3),
                                     sum(1 for n in names if n not in embeddings), speed))

@@ -36,12 +36,16 @@ def main() -> None:
     tar = float(np.mean(scores[labels] >= far_thr))
     missing = sum(1 for n in names if n not in embeddings)
     detection = embedder.settings.detection
+    flip = " with the flip test" if embedder.settings.flip_test else ""
     text = f"""# Calibrated thresholds
 
 Derived by `python -m bench.calibrate` on LFW `pairsDevTrain.txt` (1,100 matched and 1,100 mismatched pairs of
 the View 1 training identities; never on the View 2 test pairs), through the service's face path
 (detector `{detection.detector}` at score {detection.score_threshold}, the main face of each photo by prominence,
-5-point similarity alignment, MobileFaceNet, cosine similarity). Photos without a detected face: {missing}.
+5 points placed by `{detection.landmarks}`, similarity alignment, MobileFaceNet{flip}, cosine similarity).
+Photos without a detected face: {missing}. The thresholds belong to this configuration: a deployment that changes
+the landmarks or the flip test should re-run the calibration (the flip test adds the embeddings of the face and
+its mirror image, which raises every similarity a little).
 
 | threshold | value | on pairsDevTrain | used by |
 |---|---|---|---|

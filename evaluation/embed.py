@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.core.wiring import DETECTOR_SCORE_FLOOR, build_offline
+from service.landmarks.factory import MANIFEST_NAMES
 from service.models.contract import TRUNK_RESOLUTION
 from service.models.manifest import Manifest
 from service.settings import Settings
@@ -40,6 +41,8 @@ def face_path_fingerprint(settings: Settings, manifest: Manifest) -> dict[str, A
         "detection": detection.model_dump(mode="json") | {"score_threshold": detection.score_threshold},
         "detector_sha256": manifest.models[detection.detector].sha256,
         "detector_score_floor": DETECTOR_SCORE_FLOOR,
+        "landmark_sha256": {m: manifest.models[MANIFEST_NAMES[m]].sha256
+                            for m in detection.landmark_models if m in MANIFEST_NAMES},
         "main_face": "rank_by_prominence",
     }
 

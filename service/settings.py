@@ -59,6 +59,7 @@ class DecodeLimits(Section):
 
 # Each detector's usual operating point: YuNet's OpenCV Zoo demo default and InsightFace's SCRFD default.
 DETECTOR_SCORE_THRESHOLDS = {"yunet": 0.6, "scrfd": 0.5}
+LANDMARK_MODELS = ("detector", "mesh", "onet")
 
 
 class DetectionSettings(Section):
@@ -73,6 +74,10 @@ class DetectionSettings(Section):
                              "1280 px); 0 = one per CPU core")
     min_face_size: float = Field(8, ge=0, description="smallest face (box side in pixels) that is kept")
     max_faces: int = Field(32, ge=1)
+    landmarks: str = Field(
+        "onet", description="what places the 5 alignment points: `onet` (MTCNN O-Net, the default), `detector` (the "
+                            "detector's own), `mesh` (MediaPipe face mesh, 5x O-Net's cost) or an average such as "
+                            "`mesh+onet` (docs/landmarks.md)")
     det_upscale_below: int = Field(
         160, ge=0, description="a photo whose longer side is below this many pixels is detected on a copy upscaled "
         "(bicubic) to it, boxes and landmarks mapped back: YuNet misses faces of 12-16 px and misplaces their "
@@ -86,6 +91,20 @@ class DetectionSettings(Section):
         "score (YuNet 0.9; it finds turned faces with lower scores and misplaced landmarks), also detect on the "
         "photo turned by 90, 270 and 180 degrees and keep the orientation with the best face, reporting its "
         "rotation. Costs 3 more detections on every photo without a face")
+
+    @field_validator("landmarks")
+    @classmethod
+    def _known_landmark_models(cls, value: str) -> str:
+        parts = value.split("+")
+        unknown = [p for p in parts if p not in LANDMARK_MODELS]
+        if unknown or len(set(parts)) != len(parts):
+            raise ValueError(f"landmarks: {value!r} is not a '+'-joined list of distinct {sorted(LANDMARK_MODELS)}")
+        return value
+
+    @property
+    def landmark_models(self) -> list[str]:
+        """The landmark models whose points are averaged, in order."""
+        return self.landmarks.split("+")
 
     @property
     def score_threshold(self) -> float:
@@ -150,7 +169,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = all cores")
     branch_rule: Literal["ceil", "floor", "nearest"] = "ceil"
     use_branches: bool = True
-    flip_test: bool = Field(False, description="embed each face and its mirror image and add them (2x embed cost)")
+    flip_test: bool = Field(True, description="embed each face and its mirror image and add them (2x embed cost; "
+                                              "on by default: +0.3 points on LFW pairsDevTrain, docs/landmarks.md)")
 
     # requests
     max_images_per_request: int = Field(16, ge=1)
@@ -160,7 +180,7 @@ class Settings(BaseSettings):
     identify_threshold: float | None = None
     max_top_k: int = Field(100, ge=1)
     min_quality: float = Field(
-        0.5, ge=0.0, le=1.0, description="faces below this quality (service/core/quality.py, docs/quality.md) are "
+        0.2, ge=0.0, le=1.0, description="faces below this quality (service/core/quality.py, docs/quality.md) are "
         "not enrolled or searched: 422 `low_quality`; a request's `min_quality` overrides it; 0 accepts every face")
     page_size_max: int = Field(500, ge=1)
     max_metadata_bytes: int = Field(

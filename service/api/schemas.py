@@ -57,6 +57,9 @@ class ImageSize(BaseModel):
 class DetectResponse(BaseModel):
     image: ImageSize
     faces: list[FaceOut]
+    rotation: int = Field(0, description="clockwise degrees the photo was turned by, as the rotation search found "
+                                         "(`ANYFACE_ROTATION_SEARCH`); 0 when its faces were found upright. "
+                                         "Coordinates are always in the photo as sent")
 
 
 class SubjectRef(BaseModel):

@@ -1,5 +1,5 @@
-"""The face path of one photo, without HTTP and without asyncio: decode -> detect -> filter -> rank -> route ->
-align.
+"""The face path of one photo, without HTTP and without asyncio: decode -> face search (the detector, with the
+fallbacks for awkward photos) -> filter -> rank -> landmarks -> route -> align -> quality.
 
 The service (through `pipeline.FacePipeline`), the benchmarks, the threshold calibration and the training crops
 all call this one path, so they see the same faces: the same detector settings, the same filter and the same rule
@@ -18,11 +18,16 @@ import numpy as np
 from service import metrics
 from service.core.quality import face_quality
 from service.detection import DetectedFace, Detector
+from service.detection.search import FaceSearch
 from service.embedding.router import Rule, route
 from service.errors import NoFace
 from service.imaging.align import align_face
 from service.imaging.decode import DecodedImage, decode
+from service.landmarks import LandmarkStage
 from service.settings import DecodeLimits, DetectionSettings
+
+# A face search that only runs the detector: for a `FacePath` built around a bare detector.
+PLAIN_SEARCH = DetectionSettings(det_upscale_below=0, det_pad_fallback=False, rotation_search=False)
 
 
 @contextmanager
@@ -72,12 +77,23 @@ class FaceFilter:
         return [f for f in faces if f.score >= self.score_threshold and f.size >= self.min_face_size]
 
 
+@dataclass(frozen=True)
+class FoundFace:
+    """A face that passed the filter, in the photo's own pixels and in the decoded image's pixels, with the
+    disagreement of the landmark models that placed its points (`service.landmarks.stage.Refined.spread`)."""
+
+    in_photo: DetectedFace
+    in_image: DetectedFace
+    spread: float
+
+
 @dataclass
 class AnalyzedFace:
     face: DetectedFace
     resolution: int
     branch: str
     embedding: np.ndarray | None = None
+    landmark_spread: float = 0.0
     quality: float = 0.0  # `service.core.quality`: in [0, 1], higher matches its own identity better
 
 
@@ -86,6 +102,7 @@ class AnalyzedImage:
     width: int
     height: int
     faces: list[AnalyzedFace]  # the main face first (`rank_by_prominence`)
+    rotation: int = 0  # clockwise degrees the photo was turned by, found by the rotation search (0 when upright)
 
     def main_face(self, field: str) -> AnalyzedFace:
         """The most prominent face of the photo; `NoFace` naming the upload field when there is none."""
@@ -95,11 +112,13 @@ class AnalyzedImage:
 
 
 class FacePath:
-    """Decode, detect, filter, rank, route and align the faces of one photo (thread-safe, synchronous)."""
+    """Decode, find, filter, rank, place the landmarks of, route, align and score the faces of one photo
+    (thread-safe, synchronous)."""
 
-    def __init__(self, detector: Detector, limits: DecodeLimits, resolutions: list[int], model_names: dict[int, str],
-                 rule: Rule = "ceil") -> None:
-        self.detector = detector
+    def __init__(self, detector: Detector | FaceSearch, limits: DecodeLimits, resolutions: list[int],
+                 model_names: dict[int, str], rule: Rule = "ceil", landmarks: LandmarkStage | None = None) -> None:
+        self.search = detector if isinstance(detector, FaceSearch) else FaceSearch(detector, PLAIN_SEARCH)
+        self.landmarks = landmarks or LandmarkStage([])
         self.limits = limits
         self.resolutions = sorted(resolutions)
         self.model_names = model_names
@@ -110,41 +129,49 @@ class FacePath:
         return route(face.size, self.resolutions, self.rule)
 
     def _decode_and_find(self, data: bytes, field: str, flt: FaceFilter
-                         ) -> tuple[DecodedImage, list[tuple[DetectedFace, DetectedFace]]]:
+                         ) -> tuple[DecodedImage, list[FoundFace], int]:
         """The decoded photo (reduced when it is larger than `max_decode_side`) and its faces that pass the
-        filter, the main face first, each as (in the photo's own pixels, in the decoded image's pixels): the
-        filter and the ranking see the photo's pixels, the crops come from the decoded image."""
+        filter, the main face first, each in the photo's own pixels and in the decoded image's pixels: the
+        filter and the ranking see the photo's pixels, the landmark models and the crops the decoded image; and
+        the rotation (clockwise degrees) the face search undid to find them."""
         with stage("decode"):
             decoded = decode(data, self.limits, field)
         with stage("detect"):
-            detections = self.detector.detect(decoded.pixels)
+            found = self.search.find(decoded.pixels, flt.score_threshold)
+        detections = found.faces
         sx, sy = decoded.scale
         in_photo = [rescaled(f, 1 / sx, 1 / sy) for f in detections] if decoded.reduced else detections
         in_image = {id(p): f for p, f in zip(in_photo, detections, strict=True)}
         ranked = rank_by_prominence(flt.keep(in_photo), decoded.width, decoded.height)[: flt.max_faces]
-        return decoded, [(f, in_image[id(f)]) for f in ranked]
+        if not self.landmarks.models or not ranked:
+            return decoded, [FoundFace(f, in_image[id(f)], 0.0) for f in ranked], found.rotation
+        with stage("landmarks"):
+            refined = self.landmarks.refine(decoded.pixels, [in_image[id(f)] for f in ranked])
+        return decoded, [FoundFace(rescaled(r.face, 1 / sx, 1 / sy) if decoded.reduced else r.face, r.face, r.spread)
+                         for r in refined], found.rotation
 
     def find_faces(self, data: bytes, field: str, flt: FaceFilter) -> tuple[np.ndarray, list[DetectedFace]]:
         """The decoded RGB image and its faces that pass the filter, the main face first, in that image's pixels
         (which are the photo's unless it is larger than `max_decode_side`)."""
-        decoded, kept = self._decode_and_find(data, field, flt)
-        return decoded.pixels, [in_image for _, in_image in kept]
+        decoded, kept, _ = self._decode_and_find(data, field, flt)
+        return decoded.pixels, [f.in_image for f in kept]
 
     def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True
                 ) -> tuple[AnalyzedImage, list[np.ndarray]]:
         """Every face of one photo in the photo's own pixels, routed to its resolution by its size in the image
         its crop is cut from, and (with `align`) its aligned crop."""
-        decoded, kept = self._decode_and_find(data, field, flt)
-        faces = [AnalyzedFace(f, res, self.model_names[res]) for f, g in kept for res in [self.route(g)]]
+        decoded, kept, rotation = self._decode_and_find(data, field, flt)
+        faces = [AnalyzedFace(f.in_photo, res, self.model_names[res], landmark_spread=f.spread)
+                 for f in kept for res in [self.route(f.in_image)]]
         with stage("quality"):
-            for face, (_, g) in zip(faces, kept, strict=True):
-                face.quality = face_quality(decoded.pixels, g)
+            for face, f in zip(faces, kept, strict=True):
+                face.quality = face_quality(decoded.pixels, f.in_image, f.spread)
         crops: list[np.ndarray] = []
         if align:
             with stage("align"):
-                crops = [align_face(decoded.pixels, g.landmarks, face.resolution)
-                         for face, (_, g) in zip(faces, kept, strict=True)]
-        return AnalyzedImage(decoded.width, decoded.height, faces), crops
+                crops = [align_face(decoded.pixels, f.in_image.landmarks, face.resolution)
+                         for face, f in zip(faces, kept, strict=True)]
+        return AnalyzedImage(decoded.width, decoded.height, faces, rotation), crops
 
     def main_face_crop(self, data: bytes, flt: FaceFilter, resolution: int, field: str = "image"
                        ) -> np.ndarray | None:

@@ -18,9 +18,11 @@ from service.core.pipeline import FacePipeline
 from service.core.recognition import Recognition
 from service.core.thresholds import Thresholds
 from service.detection import Detector, build_detector
+from service.detection.search import FaceSearch
 from service.embedding.backend import EmbeddingBackend, OnnxRuntimeBackend, select_embedders
 from service.gallery.factory import build_store
 from service.gallery.manager import GalleryManager, ensure_store_available
+from service.landmarks.factory import build_landmark_stage
 from service.models.contract import BRANCH_FAMILY, EMBEDDING_SIZE, TRUNK_NAME
 from service.models.manifest import Manifest, load_manifest
 from service.settings import Settings
@@ -53,9 +55,11 @@ def make_backend(settings: Settings, manifest: Manifest, use_branches: bool | No
     return OnnxRuntimeBackend(settings.model_dir, models, settings.intra_op_threads, flip=settings.flip_test)
 
 
-def make_face_path(settings: Settings, detector: Detector, backend: EmbeddingBackend) -> FacePath:
+def make_face_path(settings: Settings, manifest: Manifest, detector: Detector, backend: EmbeddingBackend) -> FacePath:
     names = {res: backend.model_name(res) for res in backend.resolutions}
-    return FacePath(detector, settings.decode, backend.resolutions, names, settings.branch_rule)
+    landmarks = build_landmark_stage(settings.detection.landmark_models, manifest, settings.model_dir)
+    return FacePath(FaceSearch(detector, settings.detection), settings.decode, backend.resolutions, names,
+                    settings.branch_rule, landmarks)
 
 
 @dataclass
@@ -94,7 +98,7 @@ def build_core(settings: Settings) -> Core:
     if settings.index.faiss_threads:
         faiss.omp_set_num_threads(settings.index.faiss_threads)
     backend = make_backend(settings, manifest)
-    pipeline = FacePipeline(make_face_path(settings, make_detector(settings, manifest), backend), backend,
+    pipeline = FacePipeline(make_face_path(settings, manifest, make_detector(settings, manifest), backend), backend,
                             settings.batching)
     trunk = backend.models[max(backend.models)][1]
     thresholds = Thresholds.of(trunk, settings.verify_threshold, settings.identify_threshold)
@@ -127,5 +131,5 @@ def build_offline(settings: Settings | None = None, use_branches: bool = False) 
     settings = settings or Settings()
     manifest = read_manifest(settings)
     backend = make_backend(settings.model_copy(update={"embedding_backend": "onnxruntime"}), manifest, use_branches)
-    path = make_face_path(settings, make_detector(settings, manifest), backend)
+    path = make_face_path(settings, manifest, make_detector(settings, manifest), backend)
     return OfflineFaces(settings, path, backend, FaceFilter.of(settings.detection), manifest)

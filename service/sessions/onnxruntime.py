@@ -34,6 +34,9 @@ def create_session(path: Path | str, threads: int = 0, device: Device = "auto") 
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Worker threads sleep between runs instead of spinning: the face path runs several small sessions (detector,
+    # landmarks, embedder) one after another, and spinning pools of one starve the next (measured: docs/landmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=providers(device))
 
 

@@ -54,7 +54,7 @@ def test_defaults() -> None:
     assert (i.ivf_nlist, i.ivf_nprobe, i.pq_m, i.pq_refine, i.faiss_gpu, i.faiss_threads) == (1024, 512, 32, 8, True, 1)
     assert (s.triton.triton_url, s.triton.triton_protocol, s.triton.triton_timeout_s) == ("localhost:8001", "grpc", 5.0)
     assert s.model_dir == Path("models") and s.model_mirror is None
-    assert s.embedding_backend == "onnxruntime" and s.branch_rule == "ceil" and s.use_branches and not s.flip_test
+    assert s.embedding_backend == "onnxruntime" and s.branch_rule == "ceil" and s.use_branches and s.flip_test
     assert s.store == "sqlite:///var/anyface/gallery.sqlite3"
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 1)
     assert s.api_keys == [] and s.all_api_keys() == []
@@ -73,6 +73,7 @@ CASES: list[tuple[str, str, Callable[[Settings], Any], Any]] = [
     ("ANYFACE_DET_MAX_SIDE", "640", lambda s: s.detection.det_max_side, 640),
     ("ANYFACE_MIN_FACE_SIZE", "20.5", lambda s: s.detection.min_face_size, 20.5),
     ("ANYFACE_MAX_FACES", "3", lambda s: s.detection.max_faces, 3),
+    ("ANYFACE_LANDMARKS", "mesh+onet", lambda s: s.detection.landmark_models, ["mesh", "onet"]),
     ("ANYFACE_MAX_BATCH", "64", lambda s: s.batching.max_batch, 64),
     ("ANYFACE_MAX_BATCH_WAIT_MS", "7.5", lambda s: s.batching.max_wait_s, 0.0075),
     ("ANYFACE_INDEX_TYPE", "hnsw", lambda s: s.index.index_type, "hnsw"),
@@ -92,7 +93,7 @@ CASES: list[tuple[str, str, Callable[[Settings], Any], Any]] = [
     ("ANYFACE_EMBEDDING_BACKEND", "triton", lambda s: s.embedding_backend, "triton"),
     ("ANYFACE_BRANCH_RULE", "nearest", lambda s: s.branch_rule, "nearest"),
     ("ANYFACE_USE_BRANCHES", "0", lambda s: s.use_branches, False),
-    ("ANYFACE_FLIP_TEST", "true", lambda s: s.flip_test, True),
+    ("ANYFACE_FLIP_TEST", "false", lambda s: s.flip_test, False),
     ("ANYFACE_MAX_IMAGES_PER_REQUEST", "4", lambda s: s.max_images_per_request, 4),
     ("ANYFACE_VERIFY_THRESHOLD", "0.31", lambda s: s.verify_threshold, 0.31),
     ("ANYFACE_PORT", "9000", lambda s: s.port, 9000),

@@ -27,4 +27,4 @@ async def detect(
     result = await core.recognition.detect(UploadImage(image, core.settings.decode.max_image_bytes, "image"),
                                            overrides(min_face_size, det_score_threshold, max_faces))
     return DetectResponse(image=ImageSize(width=result.width, height=result.height),
-                          faces=[FaceOut.of(f, embedded=False) for f in result.faces])
+                          faces=[FaceOut.of(f, embedded=False) for f in result.faces], rotation=result.rotation)
