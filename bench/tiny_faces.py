@@ -69,9 +69,14 @@ MIN_PHOTOS = 2
 MAX_PROBES = 800  # of 1,997: two configurations in ~10 minutes on 2 cores at load 8-10 (1,000 took 12.2)
 
 # Named configurations: overrides of the environment's `Settings` (see `settings_for`). One entry each.
+# "before": the face path before the face search, the landmark stage and the flip test by default.
+BEFORE: dict[str, Any] = {"detection": {"landmarks": "detector", "det_upscale_below": 0, "det_pad_fallback": False},
+                          "flip_test": False}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
     "trunk only": {"use_branches": False},
+    "before": BEFORE,
+    "before, trunk only": {**BEFORE, "use_branches": False},
 }
 
 READING_START = "<!-- reading: written by hand, kept when the script rewrites this file -->"
@@ -345,7 +350,7 @@ def run_config(name: str, overrides: dict[str, Any], data: Dataset, images: Path
             elif response.status_code != 201:
                 raise RuntimeError(f"enrolling {photo}: {response.status_code} {response.text}")
         threshold = default_threshold(client, data.probes)
-        form = _form({"gallery": GALLERY, "top_k": 1, "threshold": -1, "all_faces": True})
+        form = _form({"gallery": GALLERY, "top_k": 1, "threshold": -1, "all_faces": True, "min_quality": 0})
         with tqdm(total=len(data.probes) * len(sizes), desc=f"{name}: identify", unit="req") as bar:
             for probe in data.probes:
                 for size in sizes:
@@ -506,7 +511,8 @@ configuration). How the photos, the true face and the hits are defined: the docs
 - **Sizes**: the whole 250 x 250 photo resized with cv2.INTER_AREA by target / (larger side of the main face's box
   at full size), sent as PNG (the median face, {face:.0f} px, at 12 px: a {side} x {side} photo); the full row sends
   the original JPEG (for the default configuration its recall is 100% by construction: the reference detection).
-- **Requests**: `top_k=1, threshold=-1, all_faces=true`. `threshold` is a request parameter (from -1 to 1); at -1
+- **Requests**: `top_k=1, threshold=-1, all_faces=true, min_quality=0` (what the pipeline finds and ranks,
+  not what the default quality gate lets through). `threshold` is a request parameter (from -1 to 1); at -1
   every subject is a candidate, so the best candidate comes back whatever its similarity (closed-set rank-1).
   The open-set hit also needs that similarity at or above the service's default identify threshold, read from a
   default request ({thresholds}).
