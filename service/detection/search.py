@@ -47,6 +47,9 @@ ROTATIONS: tuple[int, ...] = (90, 270, 180)  # clockwise degrees of the photo, i
 ROTATION_CONFIDENT = {"yunet": 0.9, "scrfd": 0.85}
 UPSCALE_INTERPOLATION = cv2.INTER_CUBIC
 PAD_FRACTION = 1.0  # of the longer side, on every side
+# The padded copy is detected at most this large: the face that needs the fallback fills the photo, so it is still
+# a third of this side, and the detector's buffers stay at the size of the first pass (docs/memory.md).
+PAD_MAX_SIDE = 640
 PadBorder = Literal["replicate", "mean"]
 PAD_BORDER: PadBorder = "replicate"
 
@@ -148,7 +151,7 @@ class FaceSearch:
         be larger than the detector's `max_side` is reduced first, so the copy never holds more pixels than the
         detector takes."""
         height, width = rgb.shape[:2]
-        scale = min(1.0, self.detector.max_side / (max(height, width) * (1 + 2 * self.pad_fraction)))
+        scale = min(1.0, min(self.detector.max_side, PAD_MAX_SIDE) / (max(height, width) * (1 + 2 * self.pad_fraction)))
         image = rgb
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
