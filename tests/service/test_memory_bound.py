@@ -25,7 +25,7 @@ from service.models.manifest import load_manifest
 from service.settings import DecodeLimits, DetectionSettings
 from tests.conftest import REPO, ServiceProcess, lfw_photo
 
-BOUND_MIB = 1536  # 8 concurrent worst-case uploads to one worker (docs/memory.md); 1280 before the landmark stage and the pad pass (peaks of 1,338-1,420 MiB seen on 2026-11-30)
+BOUND_MIB = 1536  # 8 worst-case uploads to one worker (docs/memory.md); was 1280 before the landmark stage
 MIB = 1024 * 1024
 
 
