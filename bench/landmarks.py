@@ -36,17 +36,17 @@ from service.settings import DetectionSettings, Settings
 Factory = Callable[[OfflineFaces], LandmarkModel]
 
 
-def _onet(scale: float, upright: bool = False, shift_y: float = 0.0) -> Factory:
+def _onet(scale: float, upright: bool = False) -> Factory:
     def make(faces: OfflineFaces) -> LandmarkModel:
         entry = faces.manifest.models[MANIFEST_NAMES["onet"]]
-        return OnetLandmarks(faces.settings.model_dir / entry.file, entry, 1, scale, upright, shift_y)
+        return OnetLandmarks(faces.settings.model_dir / entry.file, entry, 1, scale, upright)
     return make
 
 
-def _mesh(scale: float, point_set: str = "eye_corners", shift_y: float = 0.0) -> Factory:
+def _mesh(scale: float, point_set: str = "eye_corners") -> Factory:
     def make(faces: OfflineFaces) -> LandmarkModel:
         entry = faces.manifest.models[MANIFEST_NAMES["mesh"]]
-        return FaceMeshLandmarks(faces.settings.model_dir / entry.file, entry, 1, scale, point_set, shift_y)
+        return FaceMeshLandmarks(faces.settings.model_dir / entry.file, entry, 1, scale, point_set)
     return make
 
 

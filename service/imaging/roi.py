@@ -54,9 +54,8 @@ def eye_angle(landmarks: np.ndarray) -> float:
     return float(np.arctan2(y1 - y0, x1 - x0))
 
 
-def box_roi(box: np.ndarray, scale: float, angle: float = 0.0, shift_y: float = 0.0) -> Roi:
-    """The square around a face box (x1, y1, x2, y2): side = scale x its larger side, centre moved down by
-    `shift_y` x that side."""
+def box_roi(box: np.ndarray, scale: float, angle: float = 0.0) -> Roi:
+    """The square around a face box (x1, y1, x2, y2), on its centre: side = scale x its larger side."""
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1)
-    return Roi((x1 + x2) / 2, (y1 + y2) / 2 + shift_y * side, side * scale, angle)
+    return Roi((x1 + x2) / 2, (y1 + y2) / 2, side * scale, angle)

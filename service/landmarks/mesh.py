@@ -44,14 +44,14 @@ class FaceMeshLandmarks(LandmarkModel):
     name = "mesh"
 
     def __init__(self, model_path: Path, entry: ModelEntry, threads: int = 0, scale: float = 1.3,
-                 point_set: str = "eye_corners", shift_y: float = 0.0) -> None:
+                 point_set: str = "eye_corners") -> None:
         self.session = create_session(model_path, threads)
         self.mean, self.std = entry.mean, entry.std
-        self.scale, self.shift_y = scale, shift_y
+        self.scale = scale
         self.point_set = POINT_SETS[point_set]
 
     def roi(self, face: DetectedFace) -> Roi:
-        return box_roi(face.box, self.scale, eye_angle(face.landmarks), self.shift_y)
+        return box_roi(face.box, self.scale, eye_angle(face.landmarks))
 
     def meshes(self, rgb: np.ndarray, faces: list[DetectedFace]) -> tuple[list[Roi], np.ndarray, np.ndarray]:
         """Each face's square, its mesh in crop pixels (n x 468 x 3) and its face-presence logit (n)."""

@@ -26,13 +26,13 @@ class OnetLandmarks(LandmarkModel):
     name = "onet"
 
     def __init__(self, model_path: Path, entry: ModelEntry, threads: int = 0, scale: float = 1.0,
-                 upright: bool = True, shift_y: float = 0.0) -> None:
+                 upright: bool = True) -> None:
         self.session = create_session(model_path, threads)
         self.mean, self.std = entry.mean, entry.std
-        self.scale, self.upright, self.shift_y = scale, upright, shift_y
+        self.scale, self.upright = scale, upright
 
     def roi(self, face: DetectedFace) -> Roi:
-        return box_roi(face.box, self.scale, eye_angle(face.landmarks) if self.upright else 0.0, self.shift_y)
+        return box_roi(face.box, self.scale, eye_angle(face.landmarks) if self.upright else 0.0)
 
     def points(self, rgb: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
         if not faces:
