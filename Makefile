@@ -10,7 +10,7 @@ EXTRAS ?= serve,dev,train,bench,load
 export ANYFACE_MODEL_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared/models),)
 export ANYFACE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-tiny bench-index load train export evaluate clean fuzz
+.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-tiny bench-index bench-cpu load train export evaluate clean fuzz
 
 $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,12 @@ bench-index: install
 
 load: install system-deps
 	$(PY) -m deploy.locust.run_load
+
+# CPU per request (identify, verify, enrol) one at a time and under load, split by pipeline stage, and a py-spy
+# flame graph of identify under load: docs/performance.md explains the figures (raw results in runs/cpu/).
+bench-cpu: install system-deps
+	$(PY) -m service.models fetch
+	$(PY) -m bench.cpu_cost --label current --flame docs/flame_after.png
 
 # BTNet branches for 56/28/14/7-pixel faces: aligned LFW crops (cached), distillation (resumable), fused export
 # into models/ (manifest entries + Triton repository). BRANCH_PROFILE names the schedule in training.config.PROFILES:

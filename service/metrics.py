@@ -21,6 +21,12 @@ STAGE_LATENCY = Histogram(
     ["stage"],
     buckets=STAGE_BUCKETS,
 )
+STAGE_CPU = Counter(
+    "anyface_stage_cpu_seconds",
+    "CPU seconds of the thread that ran each pipeline stage; a model's inference counts in full when its session "
+    "runs in that thread (one intra-op thread: `cpu_threads` 1, the default with as many workers as cores).",
+    ["stage"],
+)
 FACES_PER_REQUEST = Histogram(
     "anyface_faces_per_request", "Faces detected per image.", ["route"], buckets=(0, 1, 2, 3, 5, 10, 20, 50, 100)
 )

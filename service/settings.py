@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.sessions.threads import worker_share
+
 PREFIX = "ANYFACE_"
 
 
@@ -166,7 +168,7 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models")
     model_mirror: Path | None = None
     embedding_backend: Literal["onnxruntime", "triton"] = "onnxruntime"
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = all cores")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = `cpu_threads`")
     branch_rule: Literal["ceil", "floor", "nearest"] = "ceil"
     use_branches: bool = True
     flip_test: bool = Field(True, description="embed each face and its mirror image and add them (2x embed cost; "
@@ -199,6 +201,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)
+    cpu_threads: int = Field(
+        0, ge=0, description="CPU threads of one worker: its ONNX Runtime sessions' intra-op threads and OpenCV's "
+        "pool, and it runs one more face path (decode to alignment) than this at once; 0 = its share of the cores "
+        "(cores // workers, at least 1): more threads than cores cost CPU in hand-offs under load "
+        "(docs/performance.md)")
     api_keys: Annotated[list[ApiKey], NoDecode] = []
     api_keys_file: Path | None = None
     metrics_key: str | None = Field(
@@ -217,6 +224,23 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [{"key": k.strip()} for k in text.split(",") if k.strip()]
         return value
+
+    @property
+    def worker_threads(self) -> int:
+        """`cpu_threads`, or this worker's share of the cores."""
+        return self.cpu_threads or worker_share(self.workers)
+
+    @property
+    def face_path_threads(self) -> int:
+        """Face paths a worker runs at once: one more than its threads, so that the two photos of a verify run side
+        by side when the worker is alone on the machine, and a core never waits while a face path's result is
+        handed back (measured in docs/performance.md)."""
+        return self.worker_threads + 1
+
+    @property
+    def session_threads(self) -> int:
+        """Intra-op threads of each ONNX Runtime session."""
+        return self.intra_op_threads or self.worker_threads
 
     @property
     def max_request_bytes(self) -> int:

@@ -32,12 +32,14 @@ PLAIN_SEARCH = DetectionSettings(det_upscale_below=0, det_pad_fallback=False, ro
 
 @contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Time a pipeline stage into `anyface_stage_duration_seconds{stage=name}`."""
-    started = time.perf_counter()
+    """Time a pipeline stage into `anyface_stage_duration_seconds{stage=name}`, and its thread's CPU time into
+    `anyface_stage_cpu_seconds_total{stage=name}`."""
+    started, cpu = time.perf_counter(), time.thread_time()
     try:
         yield
     finally:
         metrics.STAGE_LATENCY.labels(name).observe(time.perf_counter() - started)
+        metrics.STAGE_CPU.labels(name).inc(time.thread_time() - cpu)
 
 
 def prominence(face: DetectedFace, width: int, height: int) -> float:

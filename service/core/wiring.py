@@ -25,6 +25,7 @@ from service.gallery.manager import GalleryManager, ensure_store_available
 from service.landmarks.factory import build_landmark_stage
 from service.models.contract import BRANCH_FAMILY, EMBEDDING_SIZE, TRUNK_NAME
 from service.models.manifest import Manifest, load_manifest
+from service.sessions.threads import limit_native_threads
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def read_manifest(settings: Settings) -> Manifest:
 
 def make_detector(settings: Settings, manifest: Manifest) -> Detector:
     floor = min(settings.detection.score_threshold, DETECTOR_SCORE_FLOOR)
-    return build_detector(settings.detection, manifest, settings.model_dir, settings.intra_op_threads, floor)
+    return build_detector(settings.detection, manifest, settings.model_dir, settings.session_threads, floor)
 
 
 def make_backend(settings: Settings, manifest: Manifest, use_branches: bool | None = None) -> EmbeddingBackend:
@@ -52,7 +53,7 @@ def make_backend(settings: Settings, manifest: Manifest, use_branches: bool | No
         from service.embedding.triton import TritonBackend  # only deployments with Triton need tritonclient
 
         return TritonBackend(settings.triton, models, flip=settings.flip_test)
-    return OnnxRuntimeBackend(settings.model_dir, models, settings.intra_op_threads, flip=settings.flip_test)
+    return OnnxRuntimeBackend(settings.model_dir, models, settings.session_threads, flip=settings.flip_test)
 
 
 def make_face_path(settings: Settings, manifest: Manifest, detector: Detector, backend: EmbeddingBackend) -> FacePath:
@@ -97,9 +98,10 @@ def build_core(settings: Settings) -> Core:
     manifest = read_manifest(settings)
     if settings.index.faiss_threads:
         faiss.omp_set_num_threads(settings.index.faiss_threads)
+    limit_native_threads(settings.worker_threads)
     backend = make_backend(settings, manifest)
     pipeline = FacePipeline(make_face_path(settings, manifest, make_detector(settings, manifest), backend), backend,
-                            settings.batching)
+                            settings.batching, settings.face_path_threads)
     trunk = backend.models[max(backend.models)][1]
     thresholds = Thresholds.of(trunk, settings.verify_threshold, settings.identify_threshold)
     manager = GalleryManager(build_store(settings.store), trunk.embedding_size or EMBEDDING_SIZE, settings.index,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,10 +286,19 @@ def test_failed_enrollment_writes_nothing(api: TestClient, lfw_dir: Path) -> Non
     assert api.get("/v1/galleries/atomic").status_code == 404
 
 
+def stage_cpu_seconds(text: str) -> dict[str, float]:
+    found = re.findall(r'^anyface_stage_cpu_seconds_total\{stage="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    return {stage: float(value) for stage, value in found}
+
+
 def test_metrics_are_exported(api: TestClient, lfw_dir: Path) -> None:
+    cpu_before = stage_cpu_seconds(api.get("/metrics").text)
     api.post("/v1/verify", files={"image_a": photo(lfw_dir, "Aaron_Peirsol", 1),
                                   "image_b": photo(lfw_dir, "Aaron_Peirsol", 2)})
     text = api.get("/metrics").text
+    cpu_after = stage_cpu_seconds(text)
+    for stage in ("decode", "detect", "landmarks", "align", "embed"):  # each stage's thread spent CPU on it
+        assert cpu_after.get(stage, 0.0) > cpu_before.get(stage, 0.0), stage
     assert 'anyface_http_requests_total{method="POST",route="/v1/verify",status="200"}' in text
     for stage in ("decode", "detect", "align", "embed", "search"):
         assert f'anyface_stage_duration_seconds_count{{stage="{stage}"}}' in text, stage

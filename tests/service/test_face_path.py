@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -334,3 +336,42 @@ def test_pipeline_has_one_batcher_per_backend_resolution() -> None:
     finally:
         pipeline.close()
 
+
+
+class CountingPath(FacePath):
+    """A face path that notes how many of its calls run at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeDetector([face(100, 100, 40)]), LIMITS, RESOLUTIONS, NAMES)
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True
+                ) -> tuple[AnalyzedImage, list[np.ndarray]]:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.02)
+            return super().analyze(data, field, flt, align)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_pipeline_runs_at_most_its_concurrency_of_face_paths_at_once(concurrency: int) -> None:
+    path = CountingPath()
+    pipeline = FacePipeline(path, FakeBackend(RESOLUTIONS), BatchingSettings(), concurrency=concurrency)
+    data = png()
+
+    async def main() -> list[AnalyzedImage]:
+        return await asyncio.wait_for(asyncio.gather(*(pipeline.analyze(data, "image", ALL) for _ in range(8))), 20)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        pipeline.close()
+    assert len(results) == 8 and all(len(r.faces) == 1 and r.faces[0].embedding is not None for r in results)
+    assert path.most == concurrency  # never more, and the slots are used
