@@ -25,7 +25,7 @@ from service.models.manifest import load_manifest
 from service.settings import DecodeLimits, DetectionSettings
 from tests.conftest import REPO, ServiceProcess, lfw_photo
 
-BOUND_MIB = 1536  # 8 worst-case uploads to one worker (docs/memory.md); was 1280 before the landmark stage
+BOUND_MIB = 1280  # 8 worst-case uploads to one worker (docs/memory.md): 961-973 MiB measured with the face-path pool
 MIB = 1024 * 1024
 
 
