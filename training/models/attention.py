@@ -48,10 +48,11 @@ def implant(net: MobileFaceNet, blocks: Sequence[int], make: Callable[[int], nn.
 
 
 def sranet(trunk_weights: Path | None = None, blocks: Sequence[int] = DEFAULT_SRANET_BLOCKS, channel: bool = True,
-           spatial: bool = True, pool: bool = True) -> MobileFaceNet:
+           spatial: bool = True, pool: bool = True, reduction: int = 16) -> MobileFaceNet:
     """MobileFaceNet (pretrained when `trunk_weights` is given) with SRANet's blocks (SCA then SSA, or one of
     them for the ablation; pooled or not) on `blocks`, every parameter trainable."""
     net = MobileFaceNet()
     if trunk_weights is not None:
         net.load_state_dict(torch.load(trunk_weights, map_location="cpu", weights_only=True), strict=True)
-    return implant(net, blocks, lambda c: SelfResidualAttention(c, channel=channel, spatial=spatial, pool=pool))
+    return implant(net, blocks, lambda c: SelfResidualAttention(c, channel=channel, spatial=spatial, pool=pool,
+                                                                reduction=reduction))

@@ -1,0 +1,99 @@
+"""The attention embedders' fine-tuning runs as data: one JSON file per variant in `training/variants/` (its
+method and loss) plus `schedule.json`, the schedule every variant and its control share (identities, steps,
+batch, optimiser, distillation weight, augmentation, seeds), so no row of a table gets another schedule.
+
+`load_variant("sranet")` reads and validates both (unknown keys are errors) into one `VariantConfig`, which a
+checkpoint carries; `build_model` makes the network: the pretrained trunk for the control, the trunk with the
+method's modules implanted (identity at initialisation) for a variant.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VARIANTS_DIR = Path(__file__).resolve().parent / "variants"
+SCHEDULE_FILE = "schedule.json"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentSpec(Strict):
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    low_res_prob: float = Field(0.3, ge=0, le=1)
+    occlusion_prob: float = Field(0.3, ge=0, le=1)
+
+
+class Schedule(Strict):
+    identities: str = "peopleDevTrain.txt"
+    min_images_per_identity: int = Field(2, ge=1)
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=2)
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    distill_weight: float = Field(1.0, ge=0, description="weight of the embedding distillation to the frozen trunk")
+    seeds: list[int] = Field(min_length=1)
+    augment: AugmentSpec = AugmentSpec()
+
+
+class MethodSpec(Strict):
+    kind: Literal["none", "sranet"]
+    channel: bool = True
+    spatial: bool = True
+    pool: bool = True
+    reduction: int = Field(16, ge=1)
+    blocks: list[int] | None = None  # default: the method's own choice (training.models.attention)
+
+
+class LossSpec(Strict):
+    kind: Literal["arcface", "am-softmax"]
+    s: float = Field(gt=0)
+    m: float = Field(ge=0)
+
+
+class VariantConfig(Strict):
+    name: str
+    description: str = ""
+    method: MethodSpec
+    loss: LossSpec
+    schedule: Schedule
+
+
+def variant_names(folder: Path = VARIANTS_DIR) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.json") if p.name != SCHEDULE_FILE)
+
+
+def load_variant(name_or_path: str | Path, folder: Path = VARIANTS_DIR) -> VariantConfig:
+    """A variant by name (a file in `folder`) or path, with the shared schedule of its folder."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = folder / f"{name_or_path}.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    schedule = json.loads((path.parent / SCHEDULE_FILE).read_text())
+    if "schedule" in data:
+        raise ValueError(f"{path}: the schedule is shared, in {SCHEDULE_FILE}, not per variant")
+    return VariantConfig.model_validate({**data, "schedule": schedule})
+
+
+def build_model(cfg: VariantConfig, trunk_weights: Path | None) -> Any:
+    """The network of a variant (a `MobileFaceNet`), from the pretrained trunk when `trunk_weights` is given."""
+    import torch
+
+    from training.models.attention import DEFAULT_SRANET_BLOCKS, sranet
+    from training.models.mobilefacenet import MobileFaceNet
+
+    if cfg.method.kind == "none":
+        net = MobileFaceNet()
+        if trunk_weights is not None:
+            net.load_state_dict(torch.load(trunk_weights, map_location="cpu", weights_only=True), strict=True)
+        return net
+    blocks = tuple(cfg.method.blocks) if cfg.method.blocks is not None else DEFAULT_SRANET_BLOCKS
+    return sranet(trunk_weights, blocks, channel=cfg.method.channel, spatial=cfg.method.spatial,
+                  pool=cfg.method.pool, reduction=cfg.method.reduction)
