@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from evaluation.identification import open_set
 from evaluation.lfw import lfw_root, pair_labels, people_images, read_pairs, read_people
@@ -47,8 +48,10 @@ def occluded(crops: np.ndarray, condition: str, seed: int = SEED) -> np.ndarray:
                      for i, c in enumerate(crops)])
 
 
-def embed_all(embed: Embedder, crops: np.ndarray) -> np.ndarray:
-    out = [embed(np.asarray(crops[i:i + BATCH])) for i in range(0, len(crops), BATCH)]
+def embed_all(embed: Embedder, crops: np.ndarray, desc: str = "embedding") -> np.ndarray:
+    """Unit embeddings of the crops, in batches, with a progress bar."""
+    out = [embed(np.asarray(crops[i:i + BATCH]))
+           for i in tqdm(range(0, len(crops), BATCH), desc=desc, unit="batch", leave=False)]
     x = np.concatenate(out).astype(np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -65,7 +68,7 @@ def verification(lfw: Path, cache: CropCache, embed: Embedder, conditions: tuple
     probe_crops = np.asarray(cache.crops[cache.rows(seconds)])
     out: dict[str, dict[str, float]] = {}
     for condition in conditions:
-        probes = embed_all(embed, occluded(probe_crops, condition))
+        probes = embed_all(embed, occluded(probe_crops, condition), f"pairsDevTest probes, {condition}")
         scores = np.array([float(gallery[p.a] @ probes[i]) for i, p in enumerate(pairs)])
         k = kfold_accuracy(scores, same, folds)
         out[condition] = {"accuracy": k.mean, "std": k.std, "tar@far=0.01": tar_at_far(scores, same, 1e-2)}
@@ -91,8 +94,8 @@ def identification(lfw: Path, cache: CropCache, embed: Embedder, conditions: tup
     out: dict[str, Any] = {"gallery": len(gallery_names), "mated_probes": int(mated.sum()),
                            "non_mated_probes": int((~mated).sum())}
     for condition in conditions:
-        out[condition] = open_set(gallery, g_ids, embed_all(embed, occluded(p_crops, condition)), p_ids,
-                                  mated).as_dict()
+        embedded = embed_all(embed, occluded(p_crops, condition), f"peopleDevTest probes, {condition}")
+        out[condition] = open_set(gallery, g_ids, embedded, p_ids, mated).as_dict()
     return out
 
 
