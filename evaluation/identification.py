@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evaluation.lfw import Person, people_images
 from evaluation.verification import threshold_at_rate, unit_rows
 
 FPIRS = (0.1, 0.01)
@@ -44,3 +45,32 @@ def open_set(
         thresholds[fpir] = t
         tpir[fpir] = float(np.mean(correct[mated] & (top_score[mated] >= t)))
     return OpenSet(float(np.mean(correct[mated])), tpir, thresholds)
+
+
+@dataclass(frozen=True)
+class OpenSetSplit:
+    """Which photos of a people list are the gallery and which the probes, with identity numbers."""
+
+    gallery: list[str]  # image names
+    probes: list[str]
+    gallery_ids: np.ndarray
+    probe_ids: np.ndarray
+    mated: np.ndarray  # per probe: is its identity enrolled
+
+
+def alternate_split(people: list[Person]) -> OpenSetSplit:
+    """The open-set split of a View 1 people list: identities with 2+ images are alternately enrolled (gallery =
+    their first image, mated probes = their other images) or not (all their images are non-mated probes);
+    one-image identities are enrolled as distractors."""
+    multi = sorted(p.name for p in people if p.images >= 2)
+    enrolled = set(multi[0::2]) | {p.name for p in people if p.images == 1}
+    images = people_images(people)
+    gallery = sorted({p: n for p, n in reversed(images) if p in enrolled}.items())  # each one's first image
+    in_gallery = {n for _p, n in gallery}
+    probes = [(p, n) for p, n in images if n not in in_gallery]
+    ids = {p: i for i, p in enumerate(sorted({p for p, _n in images}))}
+    return OpenSetSplit(
+        gallery=[n for _p, n in gallery], probes=[n for _p, n in probes],
+        gallery_ids=np.array([ids[p] for p, _n in gallery]), probe_ids=np.array([ids[p] for p, _n in probes]),
+        mated=np.array([p in enrolled for p, _n in probes]),
+    )

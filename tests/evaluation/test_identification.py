@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.identification import open_set
+from evaluation.identification import alternate_split, open_set
+from evaluation.lfw import Person
 
 
 def probe(k: int, score: float) -> np.ndarray:
@@ -32,3 +33,16 @@ def test_rank1_and_tpir_at_fpir() -> None:
     # FPIR 0.01 allows none: just above 0.5; 0.48 no longer passes
     assert result.tpir[0.01] == 0.5
     assert result.as_dict() == {"rank1": 0.75, "tpir@fpir=0.1": 0.75, "tpir@fpir=0.01": 0.5}
+
+
+def test_alternate_split_enrols_every_other_multi_photo_identity_and_all_single_ones() -> None:
+    people = [Person("Ann", 3), Person("Bob", 1), Person("Cid", 2), Person("Dee", 2), Person("Eve", 1)]
+    split = alternate_split(people)
+    # multi-photo identities sorted: Ann, Cid, Dee -> Ann and Dee enrolled; Bob and Eve are distractors
+    assert split.gallery == ["Ann/Ann_0001.jpg", "Bob/Bob_0001.jpg", "Dee/Dee_0001.jpg", "Eve/Eve_0001.jpg"]
+    assert split.probes == ["Ann/Ann_0002.jpg", "Ann/Ann_0003.jpg", "Cid/Cid_0001.jpg", "Cid/Cid_0002.jpg",
+                            "Dee/Dee_0002.jpg"]
+    assert split.mated.tolist() == [True, True, False, False, True]
+    names = dict(zip(split.gallery, split.gallery_ids.tolist(), strict=True))
+    assert split.probe_ids[0] == names["Ann/Ann_0001.jpg"] and split.probe_ids[4] == names["Dee/Dee_0001.jpg"]
+    assert split.probe_ids[2] not in split.gallery_ids

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from evaluation.identification import open_set
-from evaluation.lfw import pair_folds, pair_images, pair_labels, people_images, read_pairs, read_people
+from evaluation.identification import alternate_split, open_set
+from evaluation.lfw import pair_folds, pair_images, pair_labels, read_pairs, read_people
 from evaluation.verification import auc, kfold_accuracy, roc, tar_at_far, unit_rows
 from training.data.lfw_crops import CropCache
 from training.evaluation.systems import EmbeddingCache, Systems, names_key
@@ -79,23 +79,14 @@ def identification(lfw: Path, cache: CropCache, systems: Systems, store: Embeddi
     people = read_people(lfw / "peopleDevTest.txt")
     if max_people:
         people = people[:max_people]
-    multi = sorted(p.name for p in people if p.images >= 2)
-    enrolled = set(multi[0::2]) | {p.name for p in people if p.images == 1}
-    images = people_images(people)
-    gallery_names = sorted({p: n for p, n in reversed(images) if p in enrolled}.items())  # each one's first image
-    gallery_set = {n for _p, n in gallery_names}
-    probes = [(p, n) for p, n in images if n not in gallery_set]
-    ids = {p: i for i, p in enumerate(sorted({p for p, _n in images}))}
-    g_ids = np.array([ids[p] for p, _n in gallery_names])
-    p_ids = np.array([ids[p] for p, _n in probes])
-    mated = np.array([p in enrolled for p, _n in probes])
-    g_crops = np.asarray(cache.crops[cache.rows([n for _p, n in gallery_names])])
-    p_crops = np.asarray(cache.crops[cache.rows([n for _p, n in probes])])
-    p_key = names_key([n for _p, n in probes])
-    gallery = store.embed(g_crops, systems.hr, "gallery 112",
-                          (systems.tag["trunk"], names_key([n for _p, n in gallery_names])))
+    split = alternate_split(people)
+    g_ids, p_ids, mated = split.gallery_ids, split.probe_ids, split.mated
+    g_crops = np.asarray(cache.crops[cache.rows(split.gallery)])
+    p_crops = np.asarray(cache.crops[cache.rows(split.probes)])
+    p_key = names_key(split.probes)
+    gallery = store.embed(g_crops, systems.hr, "gallery 112", (systems.tag["trunk"], names_key(split.gallery)))
     out: dict[str, Any] = {
-        "gallery": len(gallery_names), "mated_probes": int(mated.sum()), "non_mated_probes": int((~mated).sum()),
+        "gallery": len(split.gallery), "mated_probes": int(mated.sum()), "non_mated_probes": int((~mated).sum()),
     }
     for r in ID_RESOLUTIONS:
         base = store.embed(p_crops, systems.baseline(r), f"probes baseline r={r}", (systems.tag["trunk"], p_key))

@@ -3,8 +3,8 @@
 
 - verification on `pairsDevTest.txt` (1,000 pairs, 10 folds by pair index mod 10, each fold's threshold chosen
   on the other nine): accuracy mean and std over folds, and TAR at FAR 1e-2;
-- open-set identification on `peopleDevTest.txt` with `training.evaluation.accuracy.identification`'s split
-  (every other identity with 2+ images enrolled by its first image, one-image identities as distractors):
+- open-set identification on `peopleDevTest.txt` with `evaluation.identification.alternate_split` (every
+  other identity with 2+ images enrolled by its first image, one-image identities as distractors):
   rank-1 and TPIR at FPIR 0.1 and 0.01.
 
 Each protocol runs clean and with every synthetic occlusion of `training.data.occlusion` drawn on the probe side
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.identification import open_set
-from evaluation.lfw import lfw_root, pair_labels, people_images, read_pairs, read_people
+from evaluation.identification import alternate_split, open_set
+from evaluation.lfw import lfw_root, pair_labels, read_pairs, read_people
 from evaluation.verification import kfold_accuracy, tar_at_far
 from training.data.lfw_crops import CropCache
 from training.data.occlusion import KINDS, occlude
@@ -78,24 +78,14 @@ def verification(lfw: Path, cache: CropCache, embed: Embedder, conditions: tuple
 def identification(lfw: Path, cache: CropCache, embed: Embedder, conditions: tuple[str, ...] = CONDITIONS
                    ) -> dict[str, Any]:
     """peopleDevTest open-set identification (clean gallery), probes clean or occluded."""
-    people = read_people(lfw / "peopleDevTest.txt")
-    multi = sorted(p.name for p in people if p.images >= 2)
-    enrolled = set(multi[0::2]) | {p.name for p in people if p.images == 1}
-    images = people_images(people)
-    gallery_names = sorted({p: n for p, n in reversed(images) if p in enrolled}.items())  # each one's first image
-    gallery_set = {n for _p, n in gallery_names}
-    probes = [(p, n) for p, n in images if n not in gallery_set]
-    ids = {p: i for i, p in enumerate(sorted({p for p, _n in images}))}
-    g_ids = np.array([ids[p] for p, _n in gallery_names])
-    p_ids = np.array([ids[p] for p, _n in probes])
-    mated = np.array([p in enrolled for p, _n in probes])
-    gallery = embed_all(embed, np.asarray(cache.crops[cache.rows([n for _p, n in gallery_names])]))
-    p_crops = np.asarray(cache.crops[cache.rows([n for _p, n in probes])])
-    out: dict[str, Any] = {"gallery": len(gallery_names), "mated_probes": int(mated.sum()),
-                           "non_mated_probes": int((~mated).sum())}
+    split = alternate_split(read_people(lfw / "peopleDevTest.txt"))
+    gallery = embed_all(embed, np.asarray(cache.crops[cache.rows(split.gallery)]), "peopleDevTest gallery")
+    p_crops = np.asarray(cache.crops[cache.rows(split.probes)])
+    out: dict[str, Any] = {"gallery": len(split.gallery), "mated_probes": int(split.mated.sum()),
+                           "non_mated_probes": int((~split.mated).sum())}
     for condition in conditions:
         embedded = embed_all(embed, occluded(p_crops, condition), f"peopleDevTest probes, {condition}")
-        out[condition] = open_set(gallery, g_ids, embedded, p_ids, mated).as_dict()
+        out[condition] = open_set(gallery, split.gallery_ids, embedded, split.probe_ids, split.mated).as_dict()
     return out
 
 
