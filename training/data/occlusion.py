@@ -4,7 +4,8 @@ Aligned crops put the eyes, the nose tip and the mouth corners where the ArcFace
 crop's size: `service.imaging.align.template_for`), so each occluder is placed from those five points and the
 inter-ocular distance, without detecting anything: the same occluder lands on the same part of every face. They
 serve as training augmentation for the attention embedders and as the occluded probes of their benchmarks.
-`python -m training.data.occlusion --out docs/occlusions.png` draws each on a few peopleDevTest faces.
+`python -m training.data.occlusion` draws each on a few peopleDevTest faces into runs/occlusions.png (LFW faces:
+it stays out of the repository).
 
 - `mask`: a surgical-style mask from the lower half of the nose to below the chin, cheek to cheek, with a
   rounded lower edge, in one of a few fabric colours with faint horizontal pleats.
@@ -188,7 +189,7 @@ def main() -> None:
     from service.core.wiring import build_offline
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("docs/occlusions.png"))
+    parser.add_argument("--out", type=Path, default=Path("runs/occlusions.png"))
     parser.add_argument("--faces", type=int, default=5, help="peopleDevTest identities shown (default 5)")
     args = parser.parse_args()
     root = lfw_root()
@@ -203,6 +204,7 @@ def main() -> None:
             crops.append(crop)
         if len(crops) == args.faces:
             break
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     print(f"wrote {preview(crops, args.out)}")
 
 
