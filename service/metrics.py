@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -38,3 +42,15 @@ BATCH_SIZE = Histogram(
 GALLERY_FACES = Gauge("anyface_gallery_faces", "Faces in the search index of each gallery.", ["gallery"])
 GALLERY_SUBJECTS = Gauge("anyface_gallery_subjects", "Subjects in each gallery.", ["gallery"])
 READY = Gauge("anyface_ready", "1 when models are loaded and the store is reachable and caught up.")
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Time a pipeline stage into `anyface_stage_duration_seconds{stage=name}`, and its thread's CPU time into
+    `anyface_stage_cpu_seconds_total{stage=name}`."""
+    started, cpu = time.perf_counter(), time.thread_time()
+    try:
+        yield
+    finally:
+        STAGE_LATENCY.labels(name).observe(time.perf_counter() - started)
+        STAGE_CPU.labels(name).inc(time.thread_time() - cpu)

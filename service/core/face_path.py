@@ -8,14 +8,10 @@ for the main face of a photo (`rank_by_prominence`).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from service import metrics
 from service.core.quality import face_quality
 from service.detection import DetectedFace, Detector
 from service.detection.search import FaceSearch
@@ -24,22 +20,11 @@ from service.errors import NoFace
 from service.imaging.align import align_face
 from service.imaging.decode import DecodedImage, decode
 from service.landmarks import LandmarkStage
+from service.metrics import stage
 from service.settings import DecodeLimits, DetectionSettings
 
 # A face search that only runs the detector: for a `FacePath` built around a bare detector.
 PLAIN_SEARCH = DetectionSettings(det_upscale_below=0, det_pad_fallback=False, rotation_search=False)
-
-
-@contextmanager
-def stage(name: str) -> Iterator[None]:
-    """Time a pipeline stage into `anyface_stage_duration_seconds{stage=name}`, and its thread's CPU time into
-    `anyface_stage_cpu_seconds_total{stage=name}`."""
-    started, cpu = time.perf_counter(), time.thread_time()
-    try:
-        yield
-    finally:
-        metrics.STAGE_LATENCY.labels(name).observe(time.perf_counter() - started)
-        metrics.STAGE_CPU.labels(name).inc(time.thread_time() - cpu)
 
 
 def prominence(face: DetectedFace, width: int, height: int) -> float:

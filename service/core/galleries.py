@@ -19,7 +19,7 @@ import numpy as np
 from anyio import to_thread
 
 from service import metrics
-from service.core.face_path import FaceFilter, stage
+from service.core.face_path import FaceFilter
 from service.core.inputs import FilterOverrides, ImageSource
 from service.core.metadata import SubjectLimits, check_metadata, check_name, presentable, shown_name
 from service.core.pipeline import FacePipeline
@@ -28,6 +28,7 @@ from service.errors import FaceNotFound, GalleryNotFound, InvalidParameter, Mult
 from service.gallery.index import Hit
 from service.gallery.manager import GalleryManager
 from service.gallery.store import FaceRecord, GalleryInfo, GalleryStore, NewFace, Subject
+from service.metrics import stage
 from service.settings import Settings
 
 MAX_FACE_ID = 2**63 - 1  # face ids are positive signed 64-bit integers in every store

@@ -14,7 +14,7 @@ import numpy as np
 from anyio import to_thread
 
 from service import metrics
-from service.core.face_path import AnalyzedFace, AnalyzedImage, FaceFilter, stage
+from service.core.face_path import AnalyzedFace, AnalyzedImage, FaceFilter
 from service.core.galleries import Galleries
 from service.core.inputs import FilterOverrides, ImageSource
 from service.core.pipeline import FacePipeline
@@ -22,6 +22,7 @@ from service.core.quality import require_quality, shown
 from service.core.thresholds import Thresholds
 from service.errors import InvalidParameter, NoFace
 from service.gallery.index import Hit
+from service.metrics import stage
 from service.settings import Settings
 
 

@@ -78,7 +78,6 @@ class MicroBatcher:
                 size += len(job.crops)
             batch = np.concatenate([j.crops for j in jobs])
             metrics.BATCH_SIZE.labels(self.label).observe(len(batch))
-            started = time.perf_counter()
             try:
                 result = await loop.run_in_executor(self._executor, self._embed, batch)
             except Exception as exc:
@@ -86,7 +85,6 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            metrics.STAGE_LATENCY.labels("embed").observe(time.perf_counter() - started)
             offset = 0
             for job in jobs:
                 rows = result[offset:offset + len(job.crops)]
@@ -95,12 +93,9 @@ class MicroBatcher:
                     job.future.set_result(rows)
 
     def _embed(self, batch: np.ndarray) -> np.ndarray:
-        """The model call, in the executor's thread, its CPU time counted as the `embed` stage's."""
-        cpu = time.thread_time()
-        try:
+        """The model call, timed in the executor's thread as the `embed` stage."""
+        with metrics.stage("embed"):
             return self.fn(batch)
-        finally:
-            metrics.STAGE_CPU.labels("embed").inc(time.thread_time() - cpu)
 
     def close(self) -> None:
         if self._task is not None:

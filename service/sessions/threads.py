@@ -1,5 +1,5 @@
-"""How many CPU threads one worker's native libraries may use: ONNX Runtime's intra-op pools, OpenCV's
-parallel loops (YuNet) and FAISS's OpenMP.
+"""How many CPU threads one worker's native libraries may use: ONNX Runtime's intra-op pools and OpenCV's
+parallel loops (YuNet). FAISS's OpenMP threads have their own setting (`ANYFACE_FAISS_THREADS`, default 1).
 
 Each library starts a pool as large as the machine by default. Two uvicorn workers on two cores then run four
 intra-op threads per model call while the other worker runs its own, and a pool of two costs more CPU than one
