@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     embedding_backend: Literal["onnxruntime", "triton"] = "onnxruntime"
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per session; 0 = `cpu_threads`")
     branch_rule: Literal["ceil", "floor", "nearest"] = "ceil"
+    embedder: str = Field(
+        "mobilefacenet", description="the manifest embedder for faces served at 112 px: the trunk, or a fine-tuned "
+        "variant (`sranet`, ...; docs/variants.md). Galleries record the embedder that filled them and refuse "
+        "another (409 `embedder_mismatch`); the BTNet branches live in the trunk's space and serve small faces "
+        "only with the trunk")
     use_branches: bool = True
     flip_test: bool = Field(True, description="embed each face and its mirror image and add them (2x embed cost; "
                                               "on by default: +0.3 points on LFW pairsDevTrain, docs/landmarks.md)")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from training.models.btnet import BranchNet, BranchOnly, TrunkSegment
 from training.models.mobilefacenet import N_UNITS, MobileFaceNet, implant_unit
@@ -114,7 +115,6 @@ ensemble_scheduling {{
 
 
 def trunk_segments(trunk: MobileFaceNet, resolutions: list[int]) -> list[Segment]:
-    import torch
 
     cuts = sorted({0, *(implant_unit(r) for r in resolutions), N_UNITS})
     segments = []
@@ -135,14 +135,19 @@ def _write_model(root: Path, name: str, onnx_src: Path, config: str) -> None:
     (folder / "config.pbtxt").write_text(config)
 
 
+def _owned_by_trunk_export(name: str) -> bool:
+    return name == TRUNK_ENSEMBLE or name.startswith(("mfn_", "btnet_", "."))
+
+
 def write_repository(fused_trunk: MobileFaceNet, fused_branches: dict[int, BranchNet], root: Path) -> list[str]:
-    """Write every model and ensemble under `root` (replaced); return the ensemble names."""
-    import torch
+    """Write the trunk's and the branches' models and ensembles under `root` (those already there are replaced;
+    other models, such as the attention variants of `write_variant`, are kept); return the ensemble names."""
 
     resolutions = sorted(fused_branches, reverse=True)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.iterdir():
+        if folder.is_dir() and _owned_by_trunk_export(folder.name):
+            shutil.rmtree(folder)
     staging = root / ".staging"
     segments = trunk_segments(fused_trunk, resolutions)
     for seg in segments:
@@ -178,6 +183,17 @@ def write_repository(fused_trunk: MobileFaceNet, fused_branches: dict[int, Branc
         ensembles.append(ensemble)
     shutil.rmtree(staging, ignore_errors=True)
     return ensembles
+
+
+def write_variant(root: Path, name: str, model: torch.nn.Module) -> None:
+    """A fine-tuned embedder with the trunk's contract as Triton model `<name>_net` (input `input` N x 3 x 112 x
+    112, output `output`) behind a one-step ensemble `<name>` with the service's tensor names (`embedding` out)."""
+    for folder in (root / name, root / f"{name}_net"):
+        shutil.rmtree(folder, ignore_errors=True)
+    export_onnx(model, root / f"{name}_net" / "1" / "model.onnx", (3, 112, 112), output_name="output")
+    (root / f"{name}_net" / "config.pbtxt").write_text(model_config(f"{name}_net", (3, 112, 112), (128,)))
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(ensemble_config(name, (3, 112, 112), [f"{name}_net"]))
 
 
 def parse_ensemble(config: str) -> list[tuple[str, str, str]]:

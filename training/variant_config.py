@@ -39,6 +39,10 @@ class Schedule(Strict):
     weight_decay: float = Field(5e-4, ge=0)
     warmup_steps: int = Field(0, ge=0)
     distill_weight: float = Field(1.0, ge=0, description="weight of the embedding distillation to the frozen trunk")
+    train_from: str = Field("conv1", description="the first trained unit of the network; the units before it stay "
+                            "frozen (weights and BatchNorm statistics) and run without gradients")
+    new_module_lr_scale: float = Field(1.0, gt=0, description="learning-rate factor of the parameters the method "
+                                       "adds (not in the trunk)")
     seeds: list[int] = Field(min_length=1)
     augment: AugmentSpec = AugmentSpec()
 

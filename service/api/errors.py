@@ -26,6 +26,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.MultipleFaces: 422,
     errors.LowQuality: 422,
     errors.GalleryNotFound: 404,
+    errors.EmbedderMismatch: 409,
     errors.SubjectNotFound: 404,
     errors.FaceNotFound: 404,
     errors.InvalidParameter: 422,

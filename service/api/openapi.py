@@ -55,6 +55,8 @@ ERRORS: dict[int, dict[str, Any]] = {
     403: _error("`forbidden`: the API key may not read or write this gallery (/metrics: the key is limited to some "
                 "galleries)"),
     404: _error("`gallery_not_found`, `subject_not_found`, `face_not_found`"),
+    409: _error("`embedder_mismatch`: the gallery was filled by another embedder than the one this service runs "
+                "(`GET /v1/galleries/{gallery}` says which); its embeddings are not comparable"),
     413: _error("`request_too_large`: the body passed its cap (multipart: every image at its limit; other bodies: "
                 "ANYFACE_MAX_JSON_BODY_BYTES), refused as it streams; `image_too_large`, `image_too_many_pixels`"),
     415: _error("`unsupported_image`: a decodable image in a form the service cannot turn into RGB"),

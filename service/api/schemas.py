@@ -165,12 +165,15 @@ class GalleryOut(BaseModel):
     created_at: float
     index_type: str
     indexed_faces: int
+    embedder: str | None = Field(
+        None, description="the embedder that filled the gallery (`model@checksum`); only that embedder may search "
+        "or extend it. null: a gallery made before embedders were recorded (the default trunk's)")
 
     @classmethod
     def of(cls, view: GalleryView) -> GalleryOut:
         info = view.info
         return cls(name=info.name, subjects=info.subjects, faces=info.faces, created_at=info.created_at,
-                   index_type=view.index_type, indexed_faces=view.indexed_faces)
+                   index_type=view.index_type, indexed_faces=view.indexed_faces, embedder=info.embedder)
 
 
 class GalleryList(BaseModel):

@@ -24,14 +24,38 @@ from service.core.inputs import FilterOverrides, ImageSource
 from service.core.metadata import SubjectLimits, check_metadata, check_name, presentable, shown_name
 from service.core.pipeline import FacePipeline
 from service.core.quality import require_quality, shown
-from service.errors import FaceNotFound, GalleryNotFound, InvalidParameter, MultipleFaces, NoFace, SubjectNotFound
+from service.errors import (
+    EmbedderMismatch,
+    FaceNotFound,
+    GalleryNotFound,
+    InvalidParameter,
+    MultipleFaces,
+    NoFace,
+    SubjectNotFound,
+)
 from service.gallery.index import Hit
 from service.gallery.manager import GalleryManager
-from service.gallery.store import FaceRecord, GalleryInfo, GalleryStore, NewFace, Subject
+from service.gallery.store import (
+    EmbedderCheck,
+    EmbedderConflict,
+    FaceRecord,
+    GalleryInfo,
+    GalleryStore,
+    NewFace,
+    Subject,
+)
 from service.metrics import stage
 from service.settings import Settings
 
 MAX_FACE_ID = 2**63 - 1  # face ids are positive signed 64-bit integers in every store
+
+
+def embedder_mismatch(gallery: str, recorded: str | None, current: str) -> EmbedderMismatch:
+    filled_by = f"embedder {recorded!r}" if recorded else "the default trunk (before embedders were recorded)"
+    return EmbedderMismatch(
+        f"gallery {gallery!r} was filled by {filled_by}; this service embeds with {current!r}, whose embeddings "
+        "are not comparable. Serve it with the embedder that filled it (ANYFACE_EMBEDDER), or re-embed its "
+        f"subjects into a new gallery: python -m service.reembed --gallery {gallery} --photos <folder>")
 
 
 @dataclass(frozen=True)
@@ -51,11 +75,13 @@ class Enrolment:
 
 
 class Galleries:
-    def __init__(self, settings: Settings, manager: GalleryManager, pipeline: FacePipeline) -> None:
+    def __init__(self, settings: Settings, manager: GalleryManager, pipeline: FacePipeline,
+                 embedder: EmbedderCheck) -> None:
         self.settings = settings
         self.manager = manager
         self.pipeline = pipeline
         self.limits = SubjectLimits.of(settings)
+        self.embedder = embedder
 
     @property
     def _store(self) -> GalleryStore:
@@ -66,6 +92,18 @@ class Galleries:
         """`GalleryNotFound` unless the gallery exists (in this process's index or in the store)."""
         if not await to_thread.run_sync(self.manager.has_gallery, gallery):
             raise GalleryNotFound(f"gallery {gallery!r} does not exist")
+
+    async def require_searchable(self, gallery: str) -> None:
+        """`GalleryNotFound` unless the gallery exists, `EmbedderMismatch` unless this service's embedder filled it."""
+        exists, recorded = await to_thread.run_sync(self._store.gallery_embedder, gallery)
+        if not exists:
+            raise GalleryNotFound(f"gallery {gallery!r} does not exist")
+        self._require_compatible(gallery, recorded)
+
+    def _require_compatible(self, gallery: str, recorded: str | None) -> None:
+        if recorded == self.embedder.name or (recorded is None and self.embedder.extends_unrecorded):
+            return
+        raise embedder_mismatch(gallery, recorded, self.embedder.name)
 
     async def require_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject:
         subject = await to_thread.run_sync(self._store.get_subject, gallery, subject_id, with_faces)
@@ -95,6 +133,9 @@ class Galleries:
                                    code="too_many_images")
         name = check_name(name, self.limits)
         metadata = check_metadata(metadata, self.limits)
+        exists, recorded = await to_thread.run_sync(self._store.gallery_embedder, gallery)
+        if exists:  # refused before the photos are analysed; the store checks again as it writes
+            self._require_compatible(gallery, recorded)
         o = overrides or FilterOverrides()
         flt = FaceFilter.of(self.settings.detection, o.min_face_size, o.score_threshold)
         minimum = self.settings.min_quality if o.min_quality is None else o.min_quality
@@ -112,8 +153,11 @@ class Galleries:
             require_quality(face.quality, minimum, image.field)
             qualities.append(shown(face.quality))
             new_faces.append(NewFace(face.embedding, [float(v) for v in face.face.box], face.branch))  # type: ignore[arg-type]
-        subject, records = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
-                                                    new_faces)
+        try:
+            subject, records = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
+                                                        new_faces, self.embedder)
+        except EmbedderConflict as exc:
+            raise embedder_mismatch(gallery, exc.recorded, self.embedder.name) from exc
         return Enrolment(self._shown(subject), records, qualities)
 
     # -- queries --------------------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ class Recognition:
                              ) -> Verification:
         """Is the main face of a photo the enrolled subject? Its best match among the subject's faces."""
         subject = await self.galleries.require_subject(gallery, subject_id, with_faces=False)
+        await self.galleries.require_searchable(gallery)
         probe = await self._analyze(image, self.face_filter(overrides), "verify")
         face = probe.main_face(image.field)
         require_quality(face.quality, self.min_quality(overrides), image.field)
@@ -133,7 +134,7 @@ class Recognition:
         searched and come back with no candidates and `skipped="low_quality"`."""
         if top_k > self.settings.max_top_k:
             raise InvalidParameter(f"top_k: at most {self.settings.max_top_k}")
-        await self.galleries.require_gallery(gallery)
+        await self.galleries.require_searchable(gallery)
         thr = self._threshold(threshold, self.thresholds.identify)
         o = overrides or FilterOverrides()
         flt = self.face_filter(replace(o, max_faces=o.max_faces if all_faces else 1))

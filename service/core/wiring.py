@@ -22,6 +22,7 @@ from service.detection.search import FaceSearch
 from service.embedding.backend import EmbeddingBackend, OnnxRuntimeBackend, select_embedders
 from service.gallery.factory import build_store
 from service.gallery.manager import GalleryManager, ensure_store_available
+from service.gallery.store import EmbedderCheck
 from service.landmarks.factory import build_landmark_stage
 from service.models.contract import BRANCH_FAMILY, EMBEDDING_SIZE, TRUNK_NAME
 from service.models.manifest import Manifest, load_manifest
@@ -48,7 +49,11 @@ def make_detector(settings: Settings, manifest: Manifest) -> Detector:
 
 def make_backend(settings: Settings, manifest: Manifest, use_branches: bool | None = None) -> EmbeddingBackend:
     branches = settings.use_branches if use_branches is None else use_branches
-    models = select_embedders(manifest, TRUNK_NAME, BRANCH_FAMILY, branches)
+    if branches and settings.embedder != TRUNK_NAME:
+        log.info("embedder %s: the BTNet branches live in the trunk's space, so every face goes to %s",
+                 settings.embedder, settings.embedder)
+        branches = False
+    models = select_embedders(manifest, settings.embedder, BRANCH_FAMILY, branches)
     if settings.embedding_backend == "triton":
         from service.embedding.triton import TritonBackend  # only deployments with Triton need tritonclient
 
@@ -61,6 +66,14 @@ def make_face_path(settings: Settings, manifest: Manifest, detector: Detector, b
     landmarks = build_landmark_stage(settings.detection.landmark_models, manifest, settings.model_dir)
     return FacePath(FaceSearch(detector, settings.detection), settings.decode, backend.resolutions, names,
                     settings.branch_rule, landmarks)
+
+
+def embedder_check(settings: Settings, backend: EmbeddingBackend) -> EmbedderCheck:
+    """What galleries record as this service's embedder: the 112 model's manifest name and checksum prefix (a
+    retrained variant under the same name embeds differently). Only the trunk may extend galleries made before
+    embedders were recorded: it was the only embedder then."""
+    name, entry = backend.models[max(backend.models)]
+    return EmbedderCheck(f"{name}@{entry.sha256[:12]}", extends_unrecorded=name == TRUNK_NAME)
 
 
 @dataclass
@@ -111,9 +124,10 @@ def build_core(settings: Settings) -> Core:
     except Exception as exc:  # the follower retries; /readyz says false until it has loaded
         log.warning("gallery not loaded at start-up (%s); will retry", exc)
     manager.start_following()
-    log.info("embedders by resolution: %s; backend %s; thresholds verify=%.4f identify=%.4f",
-             {r: n for r, (n, _) in backend.models.items()}, backend.name, thresholds.verify, thresholds.identify)
-    galleries = Galleries(settings, manager, pipeline)
+    galleries = Galleries(settings, manager, pipeline, embedder_check(settings, backend))
+    log.info("embedders by resolution: %s; backend %s; thresholds verify=%.4f identify=%.4f; galleries record %s",
+             {r: n for r, (n, _) in backend.models.items()}, backend.name, thresholds.verify, thresholds.identify,
+             galleries.embedder.name)
     recognition = Recognition(settings, pipeline, galleries, thresholds)
     return Core(settings, backend, pipeline, manager, thresholds, recognition, galleries)
 

@@ -23,8 +23,12 @@ def select_embedders(
 ) -> dict[int, tuple[str, ModelEntry]]:
     """Resolution -> (model name, entry): the trunk at 112 plus every branch of the family below it."""
     if trunk not in manifest.models or manifest.models[trunk].role != "embedder":
-        raise RuntimeError(f"embedder {trunk!r} is not in the manifest; run `python -m service.models fetch`")
+        served = sorted(n for n, e in manifest.embedders().items() if (e.resolution or TRUNK_RESOLUTION) == 112)
+        raise RuntimeError(f"embedder {trunk!r} is not in the manifest (112-pixel embedders there: {served}); "
+                           "run `python -m service.models fetch` for the trunk, `make variants` for the variants")
     trunk_entry = manifest.models[trunk]
+    if (trunk_entry.resolution or TRUNK_RESOLUTION) != TRUNK_RESOLUTION:
+        raise RuntimeError(f"embedder {trunk!r} serves {trunk_entry.resolution}-pixel faces; choose a 112-pixel one")
     chosen = {trunk_entry.resolution or TRUNK_RESOLUTION: (trunk, trunk_entry)}
     if use_branches:
         for name, entry in manifest.embedders(branch_family).items():

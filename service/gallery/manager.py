@@ -18,6 +18,7 @@ import numpy as np
 from service import metrics
 from service.gallery.index import GalleryIndex, Hit
 from service.gallery.store import (
+    EmbedderCheck,
     FaceRecord,
     FeedTruncated,
     GalleryStore,
@@ -176,8 +177,8 @@ class GalleryManager:
 
     # -- operations -----------------------------------------------------------------------------------------
     def enroll(self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None,
-               faces: list[NewFace]) -> tuple[Subject, list[FaceRecord]]:
-        subject, records = self.store.add_faces(gallery, subject_id, name, metadata, faces)
+               faces: list[NewFace], embedder: EmbedderCheck | None = None) -> tuple[Subject, list[FaceRecord]]:
+        subject, records = self.store.add_faces(gallery, subject_id, name, metadata, faces, embedder)
         with self._apply_lock:
             index = self._index(gallery, create=True)
             assert index is not None

@@ -30,10 +30,25 @@ end
 """.replace("OP_TTL", str(OP_TTL_S))
 
 # ARGV[5] gallery, [6] subject, [7] '1' to set the name, [8] name JSON, [9] '1' to set metadata, [10] metadata JSON,
-# [11] now, [12] face count, then (embedding, box JSON, branch JSON) per face. Returns "id,id,...".
+# [11] now, [12] face count, [13] embedder ('' for no check), [14] '1' when it may extend an unrecorded gallery,
+# then (embedding, box JSON, branch JSON) per face. Returns "id,id,...", or "!<recorded embedder>" (nothing
+# written) when the gallery was filled by another embedder.
 _ADD_FACES = _PRELUDE + """
 local gallery, sid, now = ARGV[5], ARGV[6], ARGV[11]
 local n = tonumber(ARGV[12])
+local embedder = ARGV[13]
+if embedder ~= '' then
+  if redis.call('HEXISTS', p .. 'galleries', gallery) == 1 then
+    local recorded = redis.call('HGET', p .. 'gallery_embedder', gallery)
+    if recorded then
+      if recorded ~= embedder then return finish('!' .. recorded) end
+    elseif ARGV[14] ~= '1' then
+      return finish('!')
+    end
+  else
+    redis.call('HSET', p .. 'gallery_embedder', gallery, embedder)
+  end
+end
 redis.call('HSETNX', p .. 'galleries', gallery, now)
 local skey = p .. 's:' .. gallery .. ':' .. sid
 local created = redis.call('HSETNX', skey, 'created_at', now)
@@ -48,8 +63,8 @@ if changed and created == 0 then log('update', gallery, 0, sid) end
 local ids = {}
 for i = 0, n - 1 do
   local fid = redis.call('INCR', p .. 'next_face_id')
-  redis.call('HSET', p .. 'f:' .. fid, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[13 + 3 * i],
-             'box', ARGV[14 + 3 * i], 'branch', ARGV[15 + 3 * i], 'created_at', now)
+  redis.call('HSET', p .. 'f:' .. fid, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[15 + 3 * i],
+             'box', ARGV[16 + 3 * i], 'branch', ARGV[17 + 3 * i], 'created_at', now)
   redis.call('ZADD', p .. 'sf:' .. gallery .. ':' .. sid, fid, fid)
   redis.call('SADD', p .. 'g:' .. gallery .. ':faces', fid)
   log('add', gallery, fid, sid)
@@ -122,6 +137,7 @@ for _, face in ipairs(removed) do
 end
 redis.call('DEL', p .. 'g:' .. gallery .. ':subjects', p .. 'g:' .. gallery .. ':faces')
 redis.call('HDEL', p .. 'galleries', gallery)
+redis.call('HDEL', p .. 'gallery_embedder', gallery)
 return finish(table.concat(ids, ','))
 """
 

@@ -5,6 +5,7 @@ Several API replicas use one Redis; each keeps its own FAISS index and follows t
 Key layout (prefix `anyface:` by default, `?prefix=...` in the URL changes it):
 
     galleries                HASH    gallery -> created_at
+    gallery_embedder         HASH    gallery -> the embedder that filled it (`model@checksum`; absent: unrecorded)
     g:<gallery>:subjects     ZSET    subject ids, all with score 0 (ZRANGEBYLEX gives id order and cursors)
     g:<gallery>:faces        SET     face ids of the gallery
     s:<gallery>:<subject>    HASH    name (JSON), metadata (JSON), created_at, updated_at
@@ -41,6 +42,8 @@ from redis.retry import Retry
 from service.gallery.redis_scripts import WRITE_SCRIPTS
 from service.gallery.store import (
     Change,
+    EmbedderCheck,
+    EmbedderConflict,
     FaceRecord,
     FeedTruncated,
     GalleryInfo,
@@ -201,29 +204,39 @@ class RedisStore(GalleryStore):
     def list_galleries(self) -> list[GalleryInfo]:
         with self._guard():
             galleries = {k.decode(): float(v) for k, v in self._r.hgetall(self._k("galleries")).items()}
+            embedders = {k.decode(): v.decode() for k, v in self._r.hgetall(self._k("gallery_embedder")).items()}
             names = sorted(galleries)
             pipe = self._r.pipeline(transaction=False)
             for name in names:
                 pipe.zcard(self._k("g", name, "subjects"))
                 pipe.scard(self._k("g", name, "faces"))
             counts = pipe.execute()
-        return [GalleryInfo(name, int(counts[2 * i]), int(counts[2 * i + 1]), galleries[name])
+        return [GalleryInfo(name, int(counts[2 * i]), int(counts[2 * i + 1]), galleries[name], embedders.get(name))
                 for i, name in enumerate(names)]
 
     def get_gallery(self, gallery: str) -> GalleryInfo | None:
         with self._guard():
-            created, subjects, faces = self._read(("HGET", self._k("galleries"), gallery),
-                                                  ("ZCARD", self._k("g", gallery, "subjects")),
-                                                  ("SCARD", self._k("g", gallery, "faces")))
+            created, subjects, faces, embedder = self._read(("HGET", self._k("galleries"), gallery),
+                                                            ("ZCARD", self._k("g", gallery, "subjects")),
+                                                            ("SCARD", self._k("g", gallery, "faces")),
+                                                            ("HGET", self._k("gallery_embedder"), gallery))
         if created is None:
             return None
-        return GalleryInfo(gallery, int(subjects), int(faces), float(created))
+        return GalleryInfo(gallery, int(subjects), int(faces), float(created),
+                           embedder.decode() if embedder is not None else None)
+
+    def gallery_embedder(self, gallery: str) -> tuple[bool, str | None]:
+        with self._guard():
+            created, embedder = self._read(("HGET", self._k("galleries"), gallery),
+                                           ("HGET", self._k("gallery_embedder"), gallery))
+        return created is not None, embedder.decode() if embedder is not None else None
 
     def delete_gallery(self, gallery: str) -> list[int] | None:
         return _ids(self._write("del_gallery", gallery))
 
     def add_faces(
-        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace]
+        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace],
+        embedder: EmbedderCheck | None = None,
     ) -> tuple[Subject, list[FaceRecord]]:
         now = time.time()
         face_args: list[bytes | str] = []
@@ -233,8 +246,11 @@ class RedisStore(GalleryStore):
             boxes.append(box)
             face_args += [np.asarray(face.embedding, dtype=np.float32).tobytes(), json.dumps(box),
                           json.dumps(face.branch)]
+        check = [embedder.name, "1" if embedder.extends_unrecorded else "0"] if embedder else ["", "0"]
         result = self._write("add", gallery, subject_id, *self._subject_args(name, metadata), repr(now), len(faces),
-                             *face_args)
+                             *check, *face_args)
+        if result.startswith(b"!"):
+            raise EmbedderConflict(gallery, result[1:].decode() or None)
         face_ids = _ids(result) or []
         records = [FaceRecord(face_id, gallery, subject_id, box, face.branch, now)
                    for face_id, box, face in zip(face_ids, boxes, faces, strict=True)]

@@ -22,6 +22,8 @@ import numpy as np
 
 from service.gallery.store import (
     Change,
+    EmbedderCheck,
+    EmbedderConflict,
     FaceRecord,
     GalleryInfo,
     GalleryStore,
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS galleries (
     name TEXT PRIMARY KEY,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    embedder TEXT
 );
 CREATE TABLE IF NOT EXISTS subjects (
     gallery TEXT NOT NULL REFERENCES galleries(name) ON DELETE CASCADE,
@@ -103,6 +106,9 @@ class SqliteStore(GalleryStore):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(galleries)")}
+        if "embedder" not in columns:  # a store made before galleries recorded their embedder
+            self._db.execute("ALTER TABLE galleries ADD COLUMN embedder TEXT")
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _failure(self, exc: sqlite3.Error) -> StoreUnavailable:
@@ -189,23 +195,28 @@ class SqliteStore(GalleryStore):
         rows = self._query(
             "SELECT g.name, g.created_at,"
             " (SELECT COUNT(*) FROM subjects s WHERE s.gallery = g.name),"
-            " (SELECT COUNT(*) FROM faces f WHERE f.gallery = g.name)"
+            " (SELECT COUNT(*) FROM faces f WHERE f.gallery = g.name), g.embedder"
             " FROM galleries g ORDER BY g.name"
         )
-        return [GalleryInfo(name, subjects, faces, created) for name, created, subjects, faces in rows]
+        return [GalleryInfo(name, subjects, faces, created, embedder)
+                for name, created, subjects, faces, embedder in rows]
 
     def get_gallery(self, gallery: str) -> GalleryInfo | None:
         rows = self._query(
             "SELECT g.created_at,"
             " (SELECT COUNT(*) FROM subjects s WHERE s.gallery = g.name),"
-            " (SELECT COUNT(*) FROM faces f WHERE f.gallery = g.name)"
+            " (SELECT COUNT(*) FROM faces f WHERE f.gallery = g.name), g.embedder"
             " FROM galleries g WHERE g.name = ?",
             (gallery,),
         )
         if not rows:
             return None
-        created, subjects, faces = rows[0]
-        return GalleryInfo(gallery, subjects, faces, created)
+        created, subjects, faces, embedder = rows[0]
+        return GalleryInfo(gallery, subjects, faces, created, embedder)
+
+    def gallery_embedder(self, gallery: str) -> tuple[bool, str | None]:
+        rows = self._query("SELECT embedder FROM galleries WHERE name = ?", (gallery,))
+        return (True, rows[0][0]) if rows else (False, None)
 
     def delete_gallery(self, gallery: str) -> list[int] | None:
         with self._txn() as db:
@@ -226,12 +237,19 @@ class SqliteStore(GalleryStore):
         )
 
     def add_faces(
-        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace]
+        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace],
+        embedder: EmbedderCheck | None = None,
     ) -> tuple[Subject, list[FaceRecord]]:
         now = time.time()
         records: list[FaceRecord] = []
         with self._txn() as db:
-            db.execute("INSERT OR IGNORE INTO galleries(name, created_at) VALUES (?, ?)", (gallery, now))
+            row = db.execute("SELECT embedder FROM galleries WHERE name = ?", (gallery,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO galleries(name, created_at, embedder) VALUES (?, ?, ?)",
+                           (gallery, now, embedder.name if embedder else None))
+            elif embedder is not None and row[0] != embedder.name and (row[0] is not None
+                                                                       or not embedder.extends_unrecorded):
+                raise EmbedderConflict(gallery, row[0])
             db.execute(
                 "INSERT OR IGNORE INTO subjects(gallery, subject_id, name, metadata, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

@@ -23,6 +23,7 @@ class GalleryInfo:
     subjects: int
     faces: int
     created_at: float
+    embedder: str | None = None  # the embedder that filled it (`name@checksum`); None: made before it was recorded
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,23 @@ class IndexedFace:
     embedding: np.ndarray
 
 
+@dataclass(frozen=True)
+class EmbedderCheck:
+    """The embedder of a write: `name` (`model@checksum`) and whether it may extend unrecorded galleries."""
+
+    name: str
+    extends_unrecorded: bool
+
+
+class EmbedderConflict(RuntimeError):
+    """A write into a gallery filled by another embedder: nothing was written. `recorded` is the gallery's
+    embedder (None: a gallery made before the embedder was recorded, which only the trunk may extend)."""
+
+    def __init__(self, gallery: str, recorded: str | None) -> None:
+        super().__init__(f"gallery {gallery!r} was filled by embedder {recorded or 'unrecorded'}")
+        self.gallery, self.recorded = gallery, recorded
+
+
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached; the request may be retried later."""
 
@@ -129,14 +147,23 @@ class GalleryStore(ABC):
     def get_gallery(self, gallery: str) -> GalleryInfo | None: ...
 
     @abstractmethod
+    def gallery_embedder(self, gallery: str) -> tuple[bool, str | None]:
+        """Whether the gallery exists and the embedder recorded for it (one cheap lookup, no counting)."""
+
+    @abstractmethod
     def delete_gallery(self, gallery: str) -> list[int] | None:
         """Delete a gallery and everything in it; return the removed face ids (None if it did not exist)."""
 
     @abstractmethod
     def add_faces(
-        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace]
+        self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None, faces: list[NewFace],
+        embedder: EmbedderCheck | None = None,
     ) -> tuple[Subject, list[FaceRecord]]:
-        """Create the gallery and subject when new, update name/metadata when given, add the faces: one transaction."""
+        """Create the gallery and subject when new, update name/metadata when given, add the faces: one transaction.
+
+        With `embedder`, a new gallery records `embedder.name`, and a gallery filled by another embedder (or an
+        unrecorded one, unless `embedder.extends_unrecorded`) raises `EmbedderConflict` before anything is
+        written."""
 
     @abstractmethod
     def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None: ...

@@ -34,6 +34,8 @@ class ModelEntry(BaseModel):
     resolution: int | None = Field(None, description="embedders: the face resolution (pixels) this model serves")
     dynamic_batch: bool = True
     thresholds: dict[str, float] = Field(default_factory=dict)
+    method: str = Field("", description="embedders: the method a fine-tuned variant implements (sranet, ...)")
+    trunk: str = Field("", description="embedders: the trunk a variant was fine-tuned from (its embedding space)")
     source: str = ""
     license: str = ""
     notes: str = ""

@@ -25,7 +25,14 @@ import redis
 from service.gallery.manager import GalleryManager
 from service.gallery.redis_store import RedisStore
 from service.gallery.sqlite_store import SqliteStore
-from service.gallery.store import FeedTruncated, GalleryStore, NewFace, StoreUnavailable
+from service.gallery.store import (
+    EmbedderCheck,
+    EmbedderConflict,
+    FeedTruncated,
+    GalleryStore,
+    NewFace,
+    StoreUnavailable,
+)
 from service.settings import IndexSettings
 from tests.conftest import ManagedProcess, ServiceProcess, free_port, lfw_photo, people_with_photos
 
@@ -140,6 +147,56 @@ def test_add_faces_creates_gallery_and_subject(store: GalleryStore) -> None:
     bare = store.get_subject("g", "alice", with_faces=False)
     assert bare is not None and bare.faces == [] and bare.face_count == 4
     assert store.get_subject("g", "nobody") is None and store.get_subject("zzz", "alice") is None
+
+
+def test_galleries_record_their_embedder_and_refuse_another(store: GalleryStore) -> None:
+    trunk = EmbedderCheck("mobilefacenet@aaaa", extends_unrecorded=True)
+    variant = EmbedderCheck("sranet@bbbb", extends_unrecorded=False)
+    store.add_faces("g", "alice", None, None, _faces(1), trunk)
+    assert store.gallery_embedder("g") == (True, "mobilefacenet@aaaa")
+    assert store.gallery_embedder("nope") == (False, None)
+    seq = store.last_seq()
+    with pytest.raises(EmbedderConflict) as refused:
+        store.add_faces("g", "bob", "Bob", None, _faces(2), variant)
+    assert refused.value.recorded == "mobilefacenet@aaaa"
+    # nothing of the refused write was kept: no subject, no face, no change
+    assert store.get_subject("g", "bob") is None and store.last_seq() == seq
+    info = store.get_gallery("g")
+    assert info is not None and (info.faces, info.embedder) == (1, "mobilefacenet@aaaa")
+    store.add_faces("g", "alice", None, None, _faces(3), trunk)  # the same embedder extends it
+    assert [i.embedder for i in store.list_galleries()] == ["mobilefacenet@aaaa"]
+
+    # a gallery written without an embedder (made before they were recorded): only the trunk may extend it
+    store.add_faces("old", "carol", None, None, _faces(4))
+    assert store.gallery_embedder("old") == (True, None)
+    with pytest.raises(EmbedderConflict) as unrecorded:
+        store.add_faces("old", "dan", None, None, _faces(5), variant)
+    assert unrecorded.value.recorded is None
+    store.add_faces("old", "dan", None, None, _faces(5), trunk)
+    assert store.gallery_embedder("old") == (True, None)
+
+    # deleting a gallery forgets its embedder: the name may be filled again by another
+    assert store.delete_gallery("g") is not None
+    store.add_faces("g", "erin", None, None, _faces(6), variant)
+    assert store.gallery_embedder("g") == (True, "sranet@bbbb")
+
+
+def test_sqlite_store_made_before_embedders_were_recorded_opens(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE galleries (name TEXT PRIMARY KEY, created_at REAL NOT NULL);"
+                     "INSERT INTO galleries VALUES ('legacy', 1.0);")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert store.gallery_embedder("legacy") == (True, None)
+        info = store.get_gallery("legacy")
+        assert info is not None and info.embedder is None
+    finally:
+        store.close()
 
 
 def test_list_subjects_pages_in_id_order(store: GalleryStore) -> None:

@@ -14,7 +14,7 @@ from service.settings import Settings
 
 KEY = "admin-key-1234"
 ERROR_REF = "#/components/schemas/ErrorBody"
-UPLOAD = {"400", "401", "403", "404", "413", "415", "422", "503"}
+UPLOAD = {"400", "401", "403", "404", "409", "413", "415", "422", "503"}
 READ = {"401", "403", "404", "422", "503"}
 
 # (method, path) -> the error statuses it answers

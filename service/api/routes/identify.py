@@ -14,7 +14,7 @@ router = APIRouter(tags=["faces"])
 
 
 @router.post("/v1/identify", response_model=IdentifyResponse,
-             responses=errors(400, 401, 403, 404, 413, 415, 422, 503, low_quality=True))
+             responses=errors(400, 401, 403, 404, 409, 413, 415, 422, 503, low_quality=True))
 async def identify(
     request: Request,
     image: UploadFile | None = File(None),

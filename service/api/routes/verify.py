@@ -22,7 +22,7 @@ router = APIRouter(tags=["faces"])
 
 
 @router.post("/v1/verify", response_model=VerifyResponse,
-             responses=errors(400, 401, 403, 404, 413, 415, 422, 503, low_quality=True))
+             responses=errors(400, 401, 403, 404, 409, 413, 415, 422, 503, low_quality=True))
 async def verify(
     request: Request,
     image_a: UploadFile | None = File(None, description="first photo (with image_b)"),

@@ -1,0 +1,111 @@
+"""`python -m training.finetune` on a tiny schedule with real LFW crops: it logs both loss terms, resumes exactly,
+keeps the frozen front of the trunk untouched, and its model exports with the serving contract.
+
+Builds a 40-image crop cache in a temporary folder with the service's face path (a few seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs PyTorch: pip install .[train]")
+torch.set_num_threads(1)
+
+from training import finetune  # noqa: E402
+from training.data.lfw_crops import build_cache  # noqa: E402
+from training.testing import missing_lfw, missing_models  # noqa: E402
+from training.variant_config import VARIANTS_DIR, VariantConfig, load_variant  # noqa: E402
+
+TINY_SCHEDULE = {"min_images_per_identity": 1, "steps": 4, "batch_size": 4, "lr": 0.01, "warmup_steps": 1,
+                 "train_from": "features.6", "new_module_lr_scale": 10.0, "seeds": [0],
+                 "augment": {"flip_prob": 0.5, "low_res_prob": 0.5, "occlusion_prob": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def crop_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if reason := missing_models() or missing_lfw():
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("cache")
+    build_cache(out_dir=folder, limit=40)
+    return folder
+
+
+def tiny(name: str, folder: Path) -> VariantConfig:
+    """A shipped variant file with the tiny schedule beside it."""
+    (folder / "schedule.json").write_text(json.dumps(TINY_SCHEDULE))
+    (folder / f"{name}.json").write_text((VARIANTS_DIR / f"{name}.json").read_text())
+    return load_variant(folder / f"{name}.json")
+
+
+def test_finetune_logs_resumes_exactly_and_freezes_the_front(
+    crop_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
+    cfg = tiny("sranet", tmp_path)
+    full_path = finetune.train(cfg, 0, tmp_path / "a", checkpoint_every=2, log_every=1)
+    log = [json.loads(line) for line in (full_path.parent / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3, 4]
+    assert all(row["margin"] > 0 and 0 <= row["distill"] <= 2 for row in log)
+    full = torch.load(full_path, weights_only=False)
+    assert full["config"]["name"] == "sranet" and full["steps"] == 4 and full["seed"] == 0
+    assert not (full_path.parent / "checkpoint.pt").exists()
+
+    # the frozen front (conv1 ... features.5) is the trunk's, BatchNorm statistics included; later units moved
+    from training.config import trunk_weights
+
+    trunk = torch.load(trunk_weights(), map_location="cpu", weights_only=True)
+    for key, value in trunk.items():
+        moved = not torch.equal(full["model"][key], value)
+        if key.startswith(("conv1.", "dw_conv.", *(f"features.{i}." for i in range(6)))):
+            assert not moved, key
+    assert any(not torch.equal(full["model"][k], v) for k, v in trunk.items() if k.startswith("features.13."))
+    # SRANet's residual scales left zero: the attention is in use after fine-tuning
+    scales = [v for k, v in full["model"].items() if ".conv.4." in k and k.endswith(".bn.weight")]
+    assert scales and any(float(s.abs().max()) > 0 for s in scales)
+
+    # interrupted after the checkpoint at step 2, then resumed: the same weights as the uninterrupted run
+    real = finetune.augment_batch
+    calls = {"n": 0}
+
+    def crash_on_step_4(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(finetune, "augment_batch", crash_on_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train(cfg, 0, tmp_path / "b", checkpoint_every=2)
+    assert (tmp_path / "b" / "sranet" / "seed0" / "checkpoint.pt").exists()
+    monkeypatch.setattr(finetune, "augment_batch", real)
+    resumed = torch.load(finetune.train(cfg, 0, tmp_path / "b", resume=True, checkpoint_every=2),
+                         weights_only=False)
+    for key, value in full["model"].items():
+        assert torch.allclose(value.float(), resumed["model"][key].float(), atol=1e-6), key
+
+    # a finished run is not trained again
+    assert finetune.train(cfg, 0, tmp_path / "b", resume=True) == tmp_path / "b" / "sranet" / "seed0" / "model.pt"
+
+
+def test_export_keeps_the_serving_contract(crop_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    from service.models.manifest import load_manifest
+    from training.export_variant import export_variant
+    from training.triton_repo import parse_ensemble
+
+    monkeypatch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
+    model = finetune.train(tiny("sranet", tmp_path), 0, tmp_path / "runs")
+    out = tmp_path / "models"
+    report = export_variant(model, out, thresholds=False)
+    assert float(report["max_abs_diff_vs_torch"]) <= 1e-4  # type: ignore[arg-type]
+    assert float(report["triton_max_abs_diff_vs_single"]) <= 1e-4  # type: ignore[arg-type]
+    entry = load_manifest(out).models["sranet"]
+    assert (entry.role, entry.method, entry.trunk, entry.resolution, entry.embedding_size) == (
+        "embedder", "sranet", "mobilefacenet", 112, 128)
+    assert entry.file == "sranet.onnx" and (out / "sranet.onnx").exists()
+    ensemble = (out / "triton" / "sranet" / "config.pbtxt").read_text()
+    assert parse_ensemble(ensemble) == [("sranet_net", "input", "embedding")]
+    assert (out / "triton" / "sranet_net" / "1" / "model.onnx").exists()
