@@ -10,7 +10,7 @@ EXTRAS ?= serve,dev,train,bench,load
 export ANYFACE_MODEL_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared/models),)
 export ANYFACE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-tiny bench-index bench-cpu load train export evaluate clean fuzz
+.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-tiny bench-index bench-cpu load train export evaluate variants clean fuzz
 
 $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -110,6 +110,15 @@ export: install
 
 evaluate: install
 	$(PY) -m training.evaluate --run runs/btnet_scan --ablation runs/btnet_plain --rounds 150
+
+# The attention embedders (docs/variants.md): fine-tune the control and SRANet (every seed of
+# training/variants/schedule.json) and its ablations (first seed) from the pretrained trunk, export each into
+# models/ (ANYFACE_EMBEDDER=<variant> serves it), evaluate everything against the trunk and write the table into
+# docs/variants.md; then the attention pictures. Resumable: finished runs and evaluations are reused.
+variants: install
+	$(PY) -m service.models fetch
+	$(PY) -m training.run_variants --doc docs/variants.md
+	$(PY) -m training.evaluation.attention_maps --model runs/variants/sranet/seed0/model.pt
 
 clean:
 	rm -rf $(VENV) .venv-triton .pytest_cache .mypy_cache .ruff_cache
