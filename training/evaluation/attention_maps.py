@@ -92,8 +92,8 @@ def draw_means(maps: dict[str, dict[str, dict[str, np.ndarray]]], faces: int, ou
             if c == 0:
                 what = "where it looks (A_S)" if kind == "looks" else "what it adds"
                 ax.set_ylabel(f"{block}\n{what}", fontsize=8)
-    fig.suptitle(f"SRANet spatial attention, mean over {faces} peopleDevTest faces (dots: template landmarks; each map scaled to its maximum)",
-                 fontsize=9)
+    fig.suptitle(f"SRANet spatial attention, mean over {faces} peopleDevTest faces\n"
+                 "(dots: template landmarks; each map scaled to its maximum)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
