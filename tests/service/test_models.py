@@ -64,3 +64,22 @@ def test_dynamic_batch_embedder_equals_the_original(model_dir: Path, lfw_dir: Pa
     batched = dynamic.run(None, {dynamic.get_inputs()[0].name: batch})[0]
     assert batched.shape == (12, 128)
     assert float(np.abs(batched - reference).max()) <= 1e-4
+
+
+def test_the_embedder_setting_picks_a_112_pixel_embedder_from_the_manifest() -> None:
+    from service.embedding.backend import select_embedders
+    from service.models.manifest import Manifest, ModelEntry
+
+    def entry(family: str, resolution: int, **extra: str) -> ModelEntry:
+        return ModelEntry(role="embedder", file=f"{family}{resolution}.onnx", sha256="0" * 64, family=family,
+                          resolution=resolution, embedding_size=128, **extra)
+
+    manifest = Manifest(models={"mobilefacenet": entry("", 112), "btnet_r14": entry("btnet", 14),
+                                "sranet": entry("variant", 112, method="sranet", trunk="mobilefacenet")})
+    assert sorted(select_embedders(manifest, "mobilefacenet", "btnet", use_branches=True)) == [14, 112]
+    chosen = select_embedders(manifest, "sranet", "btnet", use_branches=False)
+    assert list(chosen) == [112] and chosen[112][0] == "sranet"
+    with pytest.raises(RuntimeError, match=r"'mobilefacenet', 'sranet'.*make variants"):
+        select_embedders(manifest, "hpda", "btnet", use_branches=False)
+    with pytest.raises(RuntimeError, match="serves 14-pixel faces"):
+        select_embedders(manifest, "btnet_r14", "btnet", use_branches=False)
