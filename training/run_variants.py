@@ -8,7 +8,8 @@ The main rows (`--variants`, default control and sranet) are trained with every 
 the ablations (`--ablations`) with its first seed. `--cost-only` variants (the unpooled SRANet) are built
 and measured for parameters, MACs and latency but not trained. Each run's evaluation is kept in
 `<out>/<variant>/seed<k>/eval.json`, so an interrupted report resumes; the first seed of every trained variant
-is exported into the model folder with a manifest entry (`ANYFACE_EMBEDDER=<variant>` serves it).
+is exported into the model folder with a manifest entry (`ANYFACE_EMBEDDER=<variant>` serves it); the control
+is not installed.
 """
 
 from __future__ import annotations
@@ -188,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         model_pt = train(load_variant(name), seed, a.out, resume=True)
         train_s += float(torch.load(model_pt, map_location="cpu", weights_only=False)["train_seconds"])
         runs[f"{name}/seed{seed}"] = run_onnx(model_pt)
-    if not a.no_export:
-        for name in dict.fromkeys(n for n, _ in plan):
+    if not a.no_export:  # the variants (not the control) become servable embedders
+        for name in dict.fromkeys(n for n, _ in plan if load_variant(n).method.kind != "none"):
             seed = load_variant(name).schedule.seeds[0]
             export_variant(run_dir(a.out, name, seed) / "model.pt", model_dir())
     trunk_onnx = model_dir() / TRUNK_ONNX

@@ -66,3 +66,34 @@ def test_benchmarks_on_real_faces(model_dir: Path, small_lfw: tuple[Path, CropCa
     similarity = {c: float(np.mean(np.sum(gallery * occluded.embed_all(
         embed, occluded.occluded(cache.crops[cache.rows(b)], c)), axis=1))) for c in occluded.CONDITIONS}
     assert all(similarity[c] < similarity["clean"] - 0.03 for c in ("mask", "sunglasses")), similarity
+
+
+def test_variant_protocols_and_report(model_dir: Path, small_lfw: tuple[Path, CropCache]) -> None:
+    """Every protocol of the variants' table on real faces; an embedder scored against its own galleries through
+    the compatibility path gets exactly its own figures; the report renders every row."""
+    from training.evaluation import variants
+    from training.run_variants import report
+
+    folder, cache = small_lfw
+    people = sorted({n.split("/")[0] for n in cache.names})
+    folds = []
+    for k in (0, 1):  # View 2's layout: folds of genuine then impostor pairs
+        group = people[4 * k: 4 * k + 4]
+        folds += [f"{p}\t1\t3" for p in group]
+        folds += [f"{a}\t2\t{b}\t2" for a, b in zip(group, group[1:] + group[:1], strict=True)]
+    (folder / "pairs.txt").write_text("2\t4\n" + "\n".join(folds) + "\n")
+    embed = occluded.onnx_embedder(model_dir / "mobilefacenet_dynamic.onnx", flip=False)
+    own, galleries = variants.evaluate(folder, cache, embed, label="trunk")
+    again, _ = variants.evaluate(folder, cache, embed, galleries, label="trunk vs trunk")
+    assert set(own["verification"]) == {*occluded.CONDITIONS, "28 px", "14 px"}
+    assert own["verification"]["clean"]["accuracy"] >= 0.9 and own["view2"]["accuracy"] >= 0.9
+    assert own["verification"]["14 px"]["accuracy"] <= own["verification"]["clean"]["accuracy"]
+    for condition in variants.COMPAT_CONDITIONS:
+        assert again["compatibility"][condition]["verification"] == own["verification"][condition]
+        assert again["compatibility"][condition]["identification"] == own["identification"][condition]
+    cost = {"trunk": {"params": 1e6, "macs": 2.3e8, "ms_1": 5.0, "ms_32": 90.0, "latency_ratio_1": 1.0,
+                      "latency_ratio_32": 1.0}}
+    text = report({"trunk": own, "same/seed0": again, "same/seed1": again}, cost,
+                  ["trunk", "same/seed0", "same/seed1"], "header")
+    assert "| same/seed0 |" in text and "| trunk | 1 |" in text and "| same | 2 |" in text
+    assert "| trunk | (same) |" not in text and "(same) | (same)" in text
