@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,3 +74,16 @@ def random_trunk(seed: int, affine: bool = False) -> MobileFaceNet:
         p.requires_grad_(False)
     return net
 
+
+
+def crash_on_call(real: Callable[..., Any], n: int) -> Callable[..., Any]:
+    """`real`, except that its n-th call raises KeyboardInterrupt (an interrupted run, for resume tests)."""
+    calls = {"n": 0}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return wrapper

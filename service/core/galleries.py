@@ -4,6 +4,9 @@ Writes go through `GalleryManager` (store first, then the in-memory index); read
 gallery or subject is told apart in one place (`require_gallery`, `require_subject`): a subject that does not
 exist in a gallery that does not exist either is `GalleryNotFound`.
 
+A gallery belongs to the embedder that filled it (recorded by the store with its first face): searching it,
+verifying against its subjects or enrolling into it with another embedder is `EmbedderMismatch`.
+
 A subject's name and metadata follow one rule (`metadata.py`), checked before anything is written, for enrolment
 and update alike; every subject this module answers has gone through `metadata.presentable`, so a response can be
 built from whatever the store holds.
@@ -55,7 +58,8 @@ def embedder_mismatch(gallery: str, recorded: str | None, current: str) -> Embed
     return EmbedderMismatch(
         f"gallery {gallery!r} was filled by {filled_by}; this service embeds with {current!r}, whose embeddings "
         "are not comparable. Serve it with the embedder that filled it (ANYFACE_EMBEDDER), or re-embed its "
-        f"subjects into a new gallery: python -m service.reembed --gallery {gallery} --photos <folder>")
+        f"subjects into a new gallery: python -m service.reembed --gallery {gallery} --into <new gallery> "
+        "--photos <folder> (docs/variants.md)")
 
 
 @dataclass(frozen=True)

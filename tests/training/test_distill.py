@@ -16,7 +16,7 @@ torch.set_num_threads(1)  # shared CI / dev CPUs: one thread is faster than over
 from training import distill  # noqa: E402
 from training.data.degrade import DegradeConfig, degrade  # noqa: E402
 from training.data.lfw_crops import build_cache  # noqa: E402
-from training.testing import missing_lfw, missing_models  # noqa: E402
+from training.testing import crash_on_call, missing_lfw, missing_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +48,7 @@ def test_distill_logs_resumes_and_is_seeded(
 
     # interrupted after the checkpoint at step 2, then resumed: same weights as the uninterrupted run
     real_loss = distill.embedding_loss
-    calls = {"n": 0}
-
-    def crash_on_step_4(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(distill, "embedding_loss", crash_on_step_4)
+    monkeypatch.setattr(distill, "embedding_loss", crash_on_call(real_loss, 4))
     with pytest.raises(KeyboardInterrupt):
         distill.main(_args(tmp_path / "b"))
     assert (tmp_path / "b" / "r7" / "checkpoint.pt").exists()

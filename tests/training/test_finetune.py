@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 
 from training import finetune  # noqa: E402
 from training.data.lfw_crops import build_cache  # noqa: E402
-from training.testing import missing_lfw, missing_models  # noqa: E402
+from training.testing import crash_on_call, missing_lfw, missing_models  # noqa: E402
 from training.variant_config import VARIANTS_DIR, VariantConfig, load_variant  # noqa: E402
 
 TINY_SCHEDULE = {"min_images_per_identity": 1, "steps": 4, "batch_size": 4, "lr": 0.01, "warmup_steps": 1,
@@ -68,15 +68,7 @@ def test_finetune_logs_resumes_exactly_and_freezes_the_front(
 
     # interrupted after the checkpoint at step 2, then resumed: the same weights as the uninterrupted run
     real = finetune.augment_batch
-    calls = {"n": 0}
-
-    def crash_on_step_4(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(finetune, "augment_batch", crash_on_step_4)
+    monkeypatch.setattr(finetune, "augment_batch", crash_on_call(real, 4))
     with pytest.raises(KeyboardInterrupt):
         finetune.train(cfg, 0, tmp_path / "b", checkpoint_every=2)
     assert (tmp_path / "b" / "sranet" / "seed0" / "checkpoint.pt").exists()
