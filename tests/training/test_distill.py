@@ -15,17 +15,7 @@ torch.set_num_threads(1)  # shared CI / dev CPUs: one thread is faster than over
 
 from training import distill  # noqa: E402
 from training.data.degrade import DegradeConfig, degrade  # noqa: E402
-from training.data.lfw_crops import build_cache  # noqa: E402
-from training.testing import crash_on_call, missing_lfw, missing_models  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def crop_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if reason := missing_models() or missing_lfw():
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("cache")
-    build_cache(out_dir=folder, limit=40)
-    return folder
+from training.testing import crash_on_call  # noqa: E402
 
 
 def _args(out: Path, steps: int = 4) -> list[str]:

@@ -15,22 +15,12 @@ torch = pytest.importorskip("torch", reason="training needs PyTorch: pip install
 torch.set_num_threads(1)
 
 from training import finetune  # noqa: E402
-from training.data.lfw_crops import build_cache  # noqa: E402
-from training.testing import crash_on_call, missing_lfw, missing_models  # noqa: E402
+from training.testing import crash_on_call  # noqa: E402
 from training.variant_config import VARIANTS_DIR, VariantConfig, load_variant  # noqa: E402
 
 TINY_SCHEDULE = {"min_images_per_identity": 1, "steps": 4, "batch_size": 4, "lr": 0.01, "warmup_steps": 1,
                  "train_from": "features.6", "new_module_lr_scale": 10.0, "seeds": [0],
                  "augment": {"flip_prob": 0.5, "low_res_prob": 0.5, "occlusion_prob": 0.5}}
-
-
-@pytest.fixture(scope="module")
-def crop_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if reason := missing_models() or missing_lfw():
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("cache")
-    build_cache(out_dir=folder, limit=40)
-    return folder
 
 
 def tiny(name: str, folder: Path) -> VariantConfig:

@@ -25,7 +25,7 @@ from service.gallery.store import NewFace  # noqa: E402
 from service.reembed import reembed  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from tests.conftest import lfw_photo  # noqa: E402
-from tests.training.test_finetune import crop_cache, tiny  # noqa: E402, F401 (fixture)
+from tests.training.test_finetune import tiny  # noqa: E402
 from training import finetune  # noqa: E402
 from training.export_variant import export_variant  # noqa: E402
 
@@ -33,8 +33,7 @@ PEOPLE = ["Abdullah_Gul", "Alvaro_Uribe", "Amelia_Vega"]
 
 
 @pytest.fixture(scope="module")
-def variant_models(model_dir: Path, crop_cache: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
-                   ) -> Path:
+def variant_models(model_dir: Path, crop_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The service's model folder (linked) plus a SRANet fine-tuned for a few steps and exported into it."""
     folder = tmp_path_factory.mktemp("models")
     for path in model_dir.iterdir():
