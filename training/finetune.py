@@ -46,6 +46,7 @@ from training.config import cache_dir, lfw_dir, trunk_weights
 from training.data.augment import AugmentConfig, augment
 from training.data.degrade import normalise
 from training.data.lfw_crops import load_cache
+from training.data.occlusion import OcclusionConfig
 from training.data.teacher_cache import build_teacher_cache
 from training.losses import MarginHead
 from training.models.mobilefacenet import N_UNITS, MobileFaceNet, load_trunk, unit_name
@@ -100,19 +101,15 @@ def first_trained_unit(name: str) -> int:
     raise ValueError(f"train_from: no unit named {name!r} (conv1, dw_conv, features.0-14, head)")
 
 
-def freeze_front(net: MobileFaceNet, start: int) -> None:
-    """Units before `start` keep their weights and BatchNorm statistics (`FineTuned.train` keeps them in eval)."""
-    for index in range(start):
-        net.unit(index).requires_grad_(False)
-
-
 class FineTuned(torch.nn.Module):
-    """The network being fine-tuned: its frozen front runs without gradients and in eval mode."""
+    """The network being fine-tuned: the units before `start` keep their weights and BatchNorm statistics (no
+    gradients, eval mode)."""
 
     def __init__(self, net: MobileFaceNet, start: int) -> None:
         super().__init__()
         self.net, self.start = net, start
-        freeze_front(net, start)
+        for index in range(start):
+            net.unit(index).requires_grad_(False)
 
     def train(self, mode: bool = True) -> FineTuned:
         super().train(mode)
@@ -180,8 +177,8 @@ def train(cfg: VariantConfig, seed: int, out: Path, resume: bool = False, steps:
     opt = make_optimizer(net, head, cfg)
     rng = np.random.default_rng(seed)
     s = cfg.schedule
-    aug = AugmentConfig(flip_prob=s.augment.flip_prob, low_res_prob=s.augment.low_res_prob)
-    aug = _with_occlusion_prob(aug, s.augment.occlusion_prob)
+    aug = AugmentConfig(flip_prob=s.augment.flip_prob, low_res_prob=s.augment.low_res_prob,
+                        occlusion=OcclusionConfig(prob=s.augment.occlusion_prob))
     start, elapsed = 0, 0.0
     ckpt_path = folder / "checkpoint.pt"
     if resume and ckpt_path.exists():
@@ -230,12 +227,6 @@ def train(cfg: VariantConfig, seed: int, out: Path, resume: bool = False, steps:
     ckpt_path.unlink(missing_ok=True)
     print(f"{cfg.name} seed {seed}: {total} steps in {train_s / 60:.1f} min -> {final}")
     return final
-
-
-def _with_occlusion_prob(aug: AugmentConfig, prob: float) -> AugmentConfig:
-    from dataclasses import replace
-
-    return replace(aug, occlusion=replace(aug.occlusion, prob=prob))
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:

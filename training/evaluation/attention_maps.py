@@ -40,8 +40,7 @@ SHOWN_BLOCKS = ("features.9", "features.13")  # one 14 x 14 and one 7 x 7 block
 
 def record(net: torch.nn.Module, crops: np.ndarray, batch: int = 32) -> dict[str, dict[str, np.ndarray]]:
     """Per SSA block: `looks` (N x h' x w' key attention) and `changes` (N x h x w residual energy)."""
-    blocks = {name.removesuffix(".conv.4.1").removesuffix(".conv.4.0"): m for name, m in net.named_modules()
-              if isinstance(m, SelfSpatialAttention)}
+    blocks = {name.split(".conv.")[0]: m for name, m in net.named_modules() if isinstance(m, SelfSpatialAttention)}
     found: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
 
     def hook(name: str, module: SelfSpatialAttention):

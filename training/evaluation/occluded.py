@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.identification import alternate_split, open_set
-from evaluation.lfw import lfw_root, pair_labels, read_pairs, read_people
+from evaluation.lfw import Pair, lfw_root, pair_labels, read_pairs, read_people
 from evaluation.verification import kfold_accuracy, tar_at_far
 from training.data.lfw_crops import CropCache
 from training.data.occlusion import KINDS, occlude
@@ -56,12 +56,19 @@ def embed_all(embed: Embedder, crops: np.ndarray, desc: str = "embedding") -> np
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def pair_figures(gallery: dict[str, np.ndarray], probes: np.ndarray, pairs: list[Pair]) -> dict[str, float]:
+    """Each pair's first image (in `gallery`) against its probe (`probes`, in pair order): accuracy mean and std
+    over the folds by pair index, and TAR at FAR 1e-2."""
+    scores = np.array([float(gallery[p.a] @ probes[i]) for i, p in enumerate(pairs)])
+    same = pair_labels(pairs)
+    k = kfold_accuracy(scores, same, np.arange(len(pairs)) % FOLDS)
+    return {"accuracy": k.mean, "std": k.std, "tar@far=0.01": tar_at_far(scores, same, 1e-2)}
+
+
 def verification(lfw: Path, cache: CropCache, embed: Embedder, conditions: tuple[str, ...] = CONDITIONS
                  ) -> dict[str, dict[str, float]]:
     """pairsDevTest accuracy (mean, std over 10 folds) and TAR@FAR 1e-2, probe side clean or occluded."""
     pairs = read_pairs(lfw / "pairsDevTest.txt")
-    same = pair_labels(pairs)
-    folds = np.arange(len(pairs)) % FOLDS
     firsts = sorted({p.a for p in pairs})
     seconds = [p.b for p in pairs]  # one probe per pair, so an image in two pairs gets two occluders
     gallery = dict(zip(firsts, embed_all(embed, np.asarray(cache.crops[cache.rows(firsts)])), strict=True))
@@ -69,9 +76,7 @@ def verification(lfw: Path, cache: CropCache, embed: Embedder, conditions: tuple
     out: dict[str, dict[str, float]] = {}
     for condition in conditions:
         probes = embed_all(embed, occluded(probe_crops, condition), f"pairsDevTest probes, {condition}")
-        scores = np.array([float(gallery[p.a] @ probes[i]) for i, p in enumerate(pairs)])
-        k = kfold_accuracy(scores, same, folds)
-        out[condition] = {"accuracy": k.mean, "std": k.std, "tar@far=0.01": tar_at_far(scores, same, 1e-2)}
+        out[condition] = pair_figures(gallery, probes, pairs)
     return out
 
 

@@ -33,7 +33,7 @@ from evaluation.lfw import pair_labels, read_pairs, read_people
 from evaluation.verification import kfold_accuracy, tar_at_far
 from training.data.degrade import downsample, upsample
 from training.data.lfw_crops import CropCache
-from training.evaluation.occluded import CONDITIONS, FOLDS, Embedder, embed_all, occluded
+from training.evaluation.occluded import CONDITIONS, Embedder, embed_all, occluded, pair_figures
 
 RESOLUTIONS: tuple[int, ...] = (28, 14)
 COMPAT_CONDITIONS: tuple[str, ...] = ("clean", "mask")
@@ -44,24 +44,18 @@ def low_res(crops: np.ndarray, size: int) -> np.ndarray:
 
 
 @dataclass
-class Galleries:
+class GalleryEmbeddings:
     """The clean gallery embeddings of both protocols (the trunk's are kept for the compatibility measure)."""
 
     pairs: dict[str, np.ndarray]
     people: np.ndarray
 
 
-def _verify(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict[str, float]:
-    k = kfold_accuracy(scores, same, folds)
-    return {"accuracy": k.mean, "std": k.std, "tar@far=0.01": tar_at_far(scores, same, 1e-2)}
-
-
-def evaluate(lfw: Path, cache: CropCache, embed: Embedder, trunk: Galleries | None = None,
-             label: str = "") -> tuple[dict[str, Any], Galleries]:
+def evaluate(lfw: Path, cache: CropCache, embed: Embedder, trunk: GalleryEmbeddings | None = None,
+             label: str = "") -> tuple[dict[str, Any], GalleryEmbeddings]:
     """Every protocol for one embedder; with `trunk`, also its probes against the trunk's galleries."""
     out: dict[str, Any] = {"verification": {}, "identification": {}, "compatibility": {}}
     pairs = read_pairs(lfw / "pairsDevTest.txt")
-    same, folds = pair_labels(pairs), np.arange(len(pairs)) % FOLDS
     firsts = sorted({p.a for p in pairs})
     own = dict(zip(firsts, embed_all(embed, np.asarray(cache.crops[cache.rows(firsts)]), f"{label} gallery"),
                    strict=True))
@@ -70,11 +64,9 @@ def evaluate(lfw: Path, cache: CropCache, embed: Embedder, trunk: Galleries | No
     versions.update({f"{r} px": partial(low_res, probe_crops, r) for r in RESOLUTIONS})
     for condition, make in versions.items():
         probes = embed_all(embed, make(), f"{label} pairsDevTest {condition}")
-        out["verification"][condition] = _verify(
-            np.array([float(own[p.a] @ probes[i]) for i, p in enumerate(pairs)]), same, folds)
+        out["verification"][condition] = pair_figures(own, probes, pairs)
         if trunk is not None and condition in COMPAT_CONDITIONS:
-            out["compatibility"].setdefault(condition, {})["verification"] = _verify(
-                np.array([float(trunk.pairs[p.a] @ probes[i]) for i, p in enumerate(pairs)]), same, folds)
+            out["compatibility"].setdefault(condition, {})["verification"] = pair_figures(trunk.pairs, probes, pairs)
     split = alternate_split(read_people(lfw / "peopleDevTest.txt"))
     people = embed_all(embed, np.asarray(cache.crops[cache.rows(split.gallery)]), f"{label} peopleDevTest gallery")
     p_crops = np.asarray(cache.crops[cache.rows(split.probes)])
@@ -90,8 +82,9 @@ def evaluate(lfw: Path, cache: CropCache, embed: Embedder, trunk: Galleries | No
     emb = dict(zip(names, embed_all(embed, np.asarray(cache.crops[cache.rows(names)]), f"{label} View 2"),
                    strict=True))
     scores = np.array([float(emb[p.a] @ emb[p.b]) for p in view2])
-    out["view2"] = _verify(scores, pair_labels(view2), np.array([p.fold for p in view2]))
-    return out, Galleries(own, people)
+    k = kfold_accuracy(scores, pair_labels(view2), np.array([p.fold for p in view2]))  # View 2's own 10 folds
+    out["view2"] = {"accuracy": k.mean, "std": k.std, "tar@far=0.01": tar_at_far(scores, pair_labels(view2), 1e-2)}
+    return out, GalleryEmbeddings(own, people)
 
 
 def cost(model: Any) -> dict[str, float]:
