@@ -14,7 +14,8 @@ a variant with the same seed see the same images and the same augmentation) and 
 
 Loss: the variant's margin loss (ArcFace or AM-Softmax, `training.losses.MarginHead`) plus `distill_weight` x
 (1 - cosine) between the network's embedding of the augmented crop and the frozen trunk's embedding of the clean
-crop (same flip; cached once by `training.data.teacher_cache`). The distillation keeps the embedding in the
+crop (same flip; cached once by `training.data.teacher_cache`), plus the method's own loss where it has one
+(`auxiliary_loss()`: HPDA's divergence loss). The distillation keeps the embedding in the
 trunk's space, so galleries enrolled with the trunk stay usable, and it teaches the network to embed an occluded
 face where the trunk puts the clean one. The classifier starts at each class's mean trunk embedding, so the
 margin loss is sensible from the first step and does not pull the pretrained trunk around while a random head
@@ -32,6 +33,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,8 @@ def train(cfg: VariantConfig, seed: int, out: Path, resume: bool = False, steps:
     with torch.no_grad():
         head.weight.copy_(class_centres(data))
     opt = make_optimizer(net, head, cfg)
+    # a method's own training loss over the last forward pass (HPDA's divergence loss), if it has one
+    method_loss: Callable[[], torch.Tensor] | None = getattr(net, "auxiliary_loss", None)
     rng = np.random.default_rng(seed)
     s = cfg.schedule
     aug = AugmentConfig(flip_prob=s.augment.flip_prob, low_res_prob=s.augment.low_res_prob,
@@ -205,13 +209,15 @@ def train(cfg: VariantConfig, seed: int, out: Path, resume: bool = False, steps:
         emb = model(x)
         l_margin = head(emb, labels)
         l_distill = (1.0 - F.cosine_similarity(emb, target, dim=1)).mean()
-        loss = l_margin + s.distill_weight * l_distill
+        l_method = method_loss() if method_loss is not None else torch.zeros(())
+        loss = l_margin + s.distill_weight * l_distill + l_method
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         done = step + 1
         if done % log_every == 0 or done == total:
             row = {"step": done, "loss": loss.item(), "margin": l_margin.item(), "distill": l_distill.item(),
+                   "method": l_method.item(),
                    "lr": lr_at(step, total, s.lr, s.warmup_steps), "elapsed_s": elapsed + time.perf_counter() - t0}
             log.write(json.dumps(row) + "\n")
             log.flush()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,13 +47,34 @@ class Schedule(Strict):
     augment: AugmentSpec = AugmentSpec()
 
 
-class MethodSpec(Strict):
-    kind: Literal["none", "sranet"]
+class ControlSpec(Strict):
+    """No method: the trunk's own architecture, fine-tuned."""
+
+    kind: Literal["none"]
+
+
+class SRANetSpec(Strict):
+    kind: Literal["sranet"]
     channel: bool = True
     spatial: bool = True
     pool: bool = True
     reduction: int = Field(16, ge=1)
     blocks: list[int] | None = None  # default: the method's own choice (training.models.attention)
+
+
+class HPDASpec(Strict):
+    kind: Literal["hpda"]
+    scales: list[int] = Field([7, 5, 3], min_length=1, description="pyramid sizes of the 7 x 7 maps, finest first")
+    branches: int = Field(3, ge=1, description="local branches (attention masks) per scale")
+    reduction: int = Field(16, ge=1, description="channel reduction of the local attention networks")
+    fusion: Literal["hbp", "concat"] = "hbp"
+    projection: int = Field(256, ge=1, description="d, the projection size of the layer fusion")
+    local_dim: int = Field(128, ge=1)
+    margin: float = Field(1.0, gt=0, description="t of the divergence loss")
+    diverse_weight: float = Field(1.0, ge=0, description="weight of the divergence loss (0: no diverse learning)")
+
+
+MethodSpec = Annotated[ControlSpec | SRANetSpec | HPDASpec, Field(discriminator="kind")]
 
 
 class LossSpec(Strict):
@@ -90,14 +111,20 @@ def build_model(cfg: VariantConfig, trunk_weights: Path | None) -> Any:
     """The network of a variant (a `MobileFaceNet`), from the pretrained trunk when `trunk_weights` is given."""
     import torch
 
+    from training.models import hpda
     from training.models.attention import DEFAULT_SRANET_BLOCKS, sranet
     from training.models.mobilefacenet import MobileFaceNet
 
-    if cfg.method.kind == "none":
-        net = MobileFaceNet()
-        if trunk_weights is not None:
-            net.load_state_dict(torch.load(trunk_weights, map_location="cpu", weights_only=True), strict=True)
-        return net
-    blocks = tuple(cfg.method.blocks) if cfg.method.blocks is not None else DEFAULT_SRANET_BLOCKS
-    return sranet(trunk_weights, blocks, channel=cfg.method.channel, spatial=cfg.method.spatial,
-                  pool=cfg.method.pool, reduction=cfg.method.reduction)
+    m = cfg.method
+    if isinstance(m, SRANetSpec):
+        blocks = tuple(m.blocks) if m.blocks is not None else DEFAULT_SRANET_BLOCKS
+        return sranet(trunk_weights, blocks, channel=m.channel, spatial=m.spatial, pool=m.pool,
+                      reduction=m.reduction)
+    if isinstance(m, HPDASpec):
+        net = hpda.HPDANet(m.scales, m.branches, m.reduction, m.fusion, m.projection, m.local_dim, m.margin,
+                           m.diverse_weight)
+        return net if trunk_weights is None else hpda.load_trunk(net, trunk_weights)
+    trunk = MobileFaceNet()
+    if trunk_weights is not None:
+        trunk.load_state_dict(torch.load(trunk_weights, map_location="cpu", weights_only=True), strict=True)
+    return trunk

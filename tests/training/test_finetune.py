@@ -72,22 +72,36 @@ def test_finetune_logs_resumes_exactly_and_freezes_the_front(
     assert finetune.train(cfg, 0, tmp_path / "b", resume=True) == tmp_path / "b" / "sranet" / "seed0" / "model.pt"
 
 
-def test_export_keeps_the_serving_contract(crop_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                           ) -> None:
+def test_hpda_trains_its_local_branch_with_the_divergence_loss(
+    crop_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
+    path = finetune.train(tiny("hpda", tmp_path), 0, tmp_path / "runs", log_every=1)
+    log = [json.loads(line) for line in (path.parent / "log.jsonl").read_text().splitlines()]
+    assert all(0 < row["method"] <= 2 for row in log)  # eq. 2 with t = 1 lies in [0, 2]
+    state = torch.load(path, weights_only=False)["model"]
+    assert float(state["joint.weight"][:, 128:].abs().max()) > 0  # the local branch now reaches the embedding
+    # gradients reach the pyramid attention through it: each layer's merge BatchNorm shifts start at zero
+    assert all(float(state[f"pyramids.{i}.merge.0.1.bias"].abs().max()) > 0 for i in range(3))
+
+
+@pytest.mark.parametrize("name", ["sranet", "hpda"])
+def test_export_keeps_the_serving_contract(name: str, crop_cache: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from service.models.manifest import load_manifest
     from training.export_variant import export_variant
     from training.triton_repo import parse_ensemble
 
     monkeypatch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
-    model = finetune.train(tiny("sranet", tmp_path), 0, tmp_path / "runs")
+    model = finetune.train(tiny(name, tmp_path), 0, tmp_path / "runs")
     out = tmp_path / "models"
     report = export_variant(model, out, thresholds=False)
     assert float(report["max_abs_diff_vs_torch"]) <= 1e-4  # type: ignore[arg-type]
     assert float(report["triton_max_abs_diff_vs_single"]) <= 1e-4  # type: ignore[arg-type]
-    entry = load_manifest(out).models["sranet"]
+    entry = load_manifest(out).models[name]
     assert (entry.role, entry.method, entry.trunk, entry.resolution, entry.embedding_size) == (
-        "embedder", "sranet", "mobilefacenet", 112, 128)
-    assert entry.file == "sranet.onnx" and (out / "sranet.onnx").exists()
-    ensemble = (out / "triton" / "sranet" / "config.pbtxt").read_text()
-    assert parse_ensemble(ensemble) == [("sranet_net", "input", "embedding")]
-    assert (out / "triton" / "sranet_net" / "1" / "model.onnx").exists()
+        "embedder", name, "mobilefacenet", 112, 128)
+    assert entry.file == f"{name}.onnx" and (out / f"{name}.onnx").exists()
+    ensemble = (out / "triton" / name / "config.pbtxt").read_text()
+    assert parse_ensemble(ensemble) == [(f"{name}_net", "input", "embedding")]
+    assert (out / "triton" / f"{name}_net" / "1" / "model.onnx").exists()

@@ -8,19 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from training.variant_config import VARIANTS_DIR, load_variant, variant_names
+from training.variant_config import VARIANTS_DIR, SRANetSpec, load_variant, variant_names
 
 
 def test_every_variant_loads_and_shares_the_schedule() -> None:
     names = variant_names()
-    assert {"control", "sranet", "sranet-sca", "sranet-ssa", "sranet-naive"} <= set(names)
+    assert {"control", "sranet", "sranet-sca", "sranet-ssa", "sranet-naive", "hpda", "hpda-nodiv", "hpda-concat",
+            "hpda-b1"} <= set(names)
     configs = [load_variant(n) for n in names]
     assert all(c.name == n for c, n in zip(configs, names, strict=True))
     assert len({c.schedule.model_dump_json() for c in configs}) == 1  # one schedule for every row of a table
-    assert len({c.loss.model_dump_json() for c in configs}) == 1  # SRANet's rows and their control share the loss too
+    assert len({c.loss.model_dump_json() for c in configs}) == 1  # every row shares the loss too
     assert load_variant("control").method.kind == "none"
     sca = load_variant("sranet-sca").method
-    assert (sca.channel, sca.spatial) == (True, False)
+    assert isinstance(sca, SRANetSpec) and (sca.channel, sca.spatial) == (True, False)
 
 
 def test_unknown_keys_and_a_private_schedule_are_refused(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
-"""A fine-tuned SRANet served by the service (`ANYFACE_EMBEDDER=sranet`): it answers verify and identify through
-its exported ONNX file; galleries record the embedder that filled them, a service with another embedder refuses
-to search or extend them (409 `embedder_mismatch`), and `service.reembed` copies a gallery into a new one
-filled by the current embedder. Real LFW photos, real SQLite store shared by both services.
+"""Fine-tuned variants served by the service (`ANYFACE_EMBEDDER=sranet`, `=hpda`): each answers verify and
+identify through its exported ONNX file; galleries record the embedder that filled them, a service with another
+embedder refuses to search or extend them (409 `embedder_mismatch`), and `service.reembed` copies a gallery into a
+new one filled by the current embedder. Real LFW photos, real SQLite store shared by both services.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ PEOPLE = ["Abdullah_Gul", "Alvaro_Uribe", "Amelia_Vega"]
 
 @pytest.fixture(scope="module")
 def variant_models(model_dir: Path, crop_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The service's model folder (linked) plus a SRANet fine-tuned for a few steps and exported into it."""
+    """The service's model folder (linked) plus SRANet and HPDA, each fine-tuned for a few steps and exported into
+    it."""
     folder = tmp_path_factory.mktemp("models")
     for path in model_dir.iterdir():
         if path.name == "manifest.json":
@@ -42,10 +43,11 @@ def variant_models(model_dir: Path, crop_cache: Path, tmp_path_factory: pytest.T
         elif path.name != "triton":
             (folder / path.name).symlink_to(path.resolve())
     runs = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
-        model = finetune.train(tiny("sranet", tmp_path_factory.mktemp("variant")), 0, runs)
-    export_variant(model, folder, triton=False, thresholds=False)
+    for name in ("sranet", "hpda"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
+            model = finetune.train(tiny(name, tmp_path_factory.mktemp("variant")), 0, runs)
+        export_variant(model, folder, triton=False, thresholds=False)
     return folder
 
 
@@ -85,21 +87,24 @@ def code(response: object) -> str:
     return str(response.json()["error"]["code"])  # type: ignore[attr-defined]
 
 
-def test_sranet_answers_verify_and_identify(sranet_api: TestClient, lfw_dir: Path) -> None:
-    same = sranet_api.post("/v1/verify", files={"image_a": photo(lfw_dir, "Aaron_Peirsol", 1),
-                                                "image_b": photo(lfw_dir, "Aaron_Peirsol", 2)}).json()
-    other = sranet_api.post("/v1/verify", files={"image_a": photo(lfw_dir, "Aaron_Peirsol", 1),
-                                                 "image_b": photo(lfw_dir, "Abdullah_Gul", 1)}).json()
-    assert same["face_a"]["branch"] == "sranet" and same["face_a"]["resolution"] == 112
-    assert same["similarity"] > other["similarity"] + 0.2
-    for i, name in enumerate(PEOPLE):
-        assert enrol(sranet_api, lfw_dir, "desk-sranet", f"s{i}", name, [1, 2]).status_code == 201  # type: ignore[attr-defined]
-    info = sranet_api.get("/v1/galleries/desk-sranet").json()
-    assert info["embedder"].startswith("sranet@")
-    for i, name in enumerate(PEOPLE):
-        found = sranet_api.post("/v1/identify", files={"image": photo(lfw_dir, name, 3)},
-                                data={"gallery": "desk-sranet", "threshold": "-1", "top_k": "3"}).json()
-        assert found["faces"][0]["candidates"][0]["subject_id"] == f"s{i}"
+@pytest.mark.parametrize("embedder", ["sranet", "hpda"])
+def test_a_variant_answers_verify_and_identify(embedder: str, variant_models: Path, store_path: Path,
+                                               lfw_dir: Path) -> None:
+    with _client(variant_models, store_path, embedder) as api:
+        same = api.post("/v1/verify", files={"image_a": photo(lfw_dir, "Aaron_Peirsol", 1),
+                                             "image_b": photo(lfw_dir, "Aaron_Peirsol", 2)}).json()
+        other = api.post("/v1/verify", files={"image_a": photo(lfw_dir, "Aaron_Peirsol", 1),
+                                              "image_b": photo(lfw_dir, "Abdullah_Gul", 1)}).json()
+        assert same["face_a"]["branch"] == embedder and same["face_a"]["resolution"] == 112
+        assert same["similarity"] > other["similarity"] + 0.2
+        gallery = f"desk-{embedder}"
+        for i, name in enumerate(PEOPLE):
+            assert enrol(api, lfw_dir, gallery, f"s{i}", name, [1, 2]).status_code == 201  # type: ignore[attr-defined]
+        assert api.get(f"/v1/galleries/{gallery}").json()["embedder"].startswith(f"{embedder}@")
+        for i, name in enumerate(PEOPLE):
+            found = api.post("/v1/identify", files={"image": photo(lfw_dir, name, 3)},
+                             data={"gallery": gallery, "threshold": "-1", "top_k": "3"}).json()
+            assert found["faces"][0]["candidates"][0]["subject_id"] == f"s{i}"
 
 
 def test_a_gallery_refuses_another_embedder(trunk_api: TestClient, sranet_api: TestClient, lfw_dir: Path,

@@ -34,6 +34,7 @@ from training.data.occlusion import Points
 from training.evaluation.occluded import CONDITIONS, occluded
 from training.finetune import load_finetuned
 from training.layers.sranet import SelfSpatialAttention
+from training.variant_config import SRANetSpec
 
 SHOWN_BLOCKS = ("features.9", "features.13")  # one 14 x 14 and one 7 x 7 block
 
@@ -64,7 +65,8 @@ def record(net: torch.nn.Module, crops: np.ndarray, batch: int = 32) -> dict[str
     return {name: {k: np.concatenate(v) for k, v in maps.items()} for name, maps in found.items()}
 
 
-def _landmarks(ax, side: int) -> None:
+def template_dots(ax, side: int) -> None:
+    """The ArcFace template's five points on a `side` x `side` map drawn in `ax`."""
     p = Points.of(112)
     pts = np.stack([p.left_eye, p.right_eye, p.nose, p.mouth_left, p.mouth_right]) * side / 112 - 0.5
     ax.scatter(pts[:, 0], pts[:, 1], s=14, c="white", edgecolors="black", linewidths=0.6)
@@ -83,7 +85,7 @@ def draw_means(maps: dict[str, dict[str, dict[str, np.ndarray]]], faces: int, ou
             m = maps[condition][block][kind].mean(0)
             ax = axes[r, c]
             ax.imshow(m / m.max(), cmap="magma", vmin=0, vmax=1)
-            _landmarks(ax, m.shape[0])
+            template_dots(ax, m.shape[0])
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--faces-out", type=Path, default=Path("runs/attention_faces.png"))
     a = p.parse_args(argv)
     net, cfg, _ = load_finetuned(a.model)
-    if cfg.method.kind != "sranet" or not cfg.method.spatial:
+    if not isinstance(cfg.method, SRANetSpec) or not cfg.method.spatial:
         raise SystemExit(f"{a.model} has no spatial attention to draw ({cfg.name})")
     cache = load_cache()
     split = alternate_split(read_people(lfw_root() / "peopleDevTest.txt"))
