@@ -111,14 +111,15 @@ export: install
 evaluate: install
 	$(PY) -m training.evaluate --run runs/btnet_scan --ablation runs/btnet_plain --rounds 150
 
-# The attention embedders (docs/variants.md): fine-tune the control and SRANet (every seed of
-# training/variants/schedule.json) and its ablations (first seed) from the pretrained trunk, export each into
+# The attention embedders (docs/variants.md): fine-tune the control, SRANet and HPDA (every seed of
+# training/variants/schedule.json) and their ablations (first seed) from the pretrained trunk, export each into
 # models/ (ANYFACE_EMBEDDER=<variant> serves it), evaluate everything against the trunk and write the table into
 # docs/variants.md; then the attention pictures. Resumable: finished runs and evaluations are reused.
 variants: install
 	$(PY) -m service.models fetch
 	$(PY) -m training.run_variants --doc docs/variants.md
 	$(PY) -m training.evaluation.attention_maps --model runs/variants/sranet/seed0/model.pt
+	$(PY) -m training.evaluation.hpda_masks
 
 clean:
 	rm -rf $(VENV) .venv-triton .pytest_cache .mypy_cache .ruff_cache

@@ -51,8 +51,9 @@ from training.data.lfw_crops import load_cache
 from training.data.occlusion import OcclusionConfig
 from training.data.teacher_cache import build_teacher_cache
 from training.losses import MarginHead
+from training.models.arface import ARFaceNet
 from training.models.mobilefacenet import N_UNITS, MobileFaceNet, load_trunk, unit_name
-from training.variant_config import VariantConfig, build_model, load_variant
+from training.variant_config import ARFaceSpec, VariantConfig, build_model, load_variant
 
 DEFAULT_OUT = Path("runs/variants")
 
@@ -125,15 +126,23 @@ class FineTuned(torch.nn.Module):
         return self.net.forward_units(x, self.start)
 
 
+def policy_parameters(net: MobileFaceNet) -> list[torch.nn.Parameter]:
+    """The parameters of a method's policy network (ARFace's Attention-Net), trained by their own optimizer."""
+    if isinstance(net, ARFaceNet):
+        return net.policy_parameters()
+    return []
+
+
 def make_optimizer(net: MobileFaceNet, head: MarginHead, cfg: VariantConfig) -> torch.optim.Optimizer:
-    """SGD over the trainable parameters; weight decay on conv and linear weights only (not on BatchNorm scales,
-    biases or the residual scales that keep a new module at the identity); the method's own parameters (names the
-    trunk does not have) at `new_module_lr_scale` x the rate."""
+    """SGD over the trainable parameters (but a policy's); weight decay on conv and linear weights only (not on
+    BatchNorm scales, biases or the residual scales that keep a new module at the identity); the method's own
+    parameters (names the trunk does not have) at `new_module_lr_scale` x the rate."""
     trunk_names = set(MobileFaceNet().state_dict())
+    policy = {id(p) for p in policy_parameters(net)}
     s = cfg.schedule
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in net.named_parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) not in policy:
             groups.setdefault((p.ndim > 1, name not in trunk_names), []).append(p)
     groups.setdefault((True, False), []).append(head.weight)
     return torch.optim.SGD(
@@ -179,6 +188,10 @@ def train(cfg: VariantConfig, seed: int, out: Path, resume: bool = False, steps:
     opt = make_optimizer(net, head, cfg)
     # a method's own training loss over the last forward pass (HPDA's divergence loss), if it has one
     method_loss: Callable[[], torch.Tensor] | None = getattr(net, "auxiliary_loss", None)
+    policy = policy_parameters(net)  # ARFace's Attention-Net: policy gradient, its own optimiser
+    policy_opt = None
+    if isinstance(cfg.method, ARFaceSpec) and policy:
+        policy_opt = torch.optim.Adam(policy, lr=cfg.method.policy_lr)
     rng = np.random.default_rng(seed)
     s = cfg.schedule
     aug = AugmentConfig(flip_prob=s.augment.flip_prob, low_res_prob=s.augment.low_res_prob,
@@ -190,6 +203,8 @@ def train(cfg: VariantConfig, seed: int, out: Path, resume: bool = False, steps:
         net.load_state_dict(ckpt["model"])
         head.load_state_dict(ckpt["head"])
         opt.load_state_dict(ckpt["optimizer"])
+        if policy_opt is not None:
+            policy_opt.load_state_dict(ckpt["policy_optimizer"])
         rng.bit_generator.state = ckpt["numpy_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
         start, elapsed = ckpt["step"], ckpt["elapsed_s"]
@@ -214,16 +229,23 @@ def train(cfg: VariantConfig, seed: int, out: Path, resume: bool = False, steps:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        l_policy = torch.zeros(())
+        if policy_opt is not None and isinstance(net, ARFaceNet):
+            l_policy = net.policy_loss(head.predict(emb.detach()) == labels)
+            policy_opt.zero_grad(set_to_none=True)
+            l_policy.backward()
+            policy_opt.step()
         done = step + 1
         if done % log_every == 0 or done == total:
             row = {"step": done, "loss": loss.item(), "margin": l_margin.item(), "distill": l_distill.item(),
-                   "method": l_method.item(),
+                   "method": l_method.item(), "policy": l_policy.item(),
                    "lr": lr_at(step, total, s.lr, s.warmup_steps), "elapsed_s": elapsed + time.perf_counter() - t0}
             log.write(json.dumps(row) + "\n")
             log.flush()
             bar.set_postfix(margin=f"{row['margin']:.3f}", distill=f"{row['distill']:.4f}")
         if done % checkpoint_every == 0 and done < total:
             _save(ckpt_path, {"model": net.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
+                              "policy_optimizer": policy_opt.state_dict() if policy_opt is not None else None,
                               "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                               "step": done, "elapsed_s": elapsed + time.perf_counter() - t0})
     log.close()

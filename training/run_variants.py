@@ -4,7 +4,7 @@ evaluate every one against the trunk on the same protocols, and write the table.
     python -m training.run_variants                        # train (resumable), export, evaluate, report
     python -m training.run_variants --doc docs/variants.md # also replace the results section of that page
 
-The main rows (`--variants`, default control and sranet) are trained with every seed of the shared schedule;
+The main rows (`--variants`, default control, sranet and hpda) are trained with every seed of the shared schedule;
 the ablations (`--ablations`) with its first seed. `--cost-only` variants (the unpooled SRANet) are built
 and measured for parameters, MACs and latency but not trained. Each run's evaluation is kept in
 `<out>/<variant>/seed<k>/eval.json`, so an interrupted report resumes; the first seed of every trained variant
@@ -170,8 +170,9 @@ def write_doc(doc: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=["control", "sranet"], help="trained with every seed")
-    p.add_argument("--ablations", nargs="*", default=["sranet-sca", "sranet-ssa"], help="trained with the first seed")
+    p.add_argument("--variants", nargs="+", default=["control", "sranet", "hpda"], help="trained with every seed")
+    p.add_argument("--ablations", nargs="*", help="trained with the first seed",
+                   default=["sranet-sca", "sranet-ssa", "hpda-nodiv", "hpda-concat", "hpda-b1"])
     p.add_argument("--cost-only", nargs="*", default=["sranet-naive"])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")

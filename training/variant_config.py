@@ -74,7 +74,18 @@ class HPDASpec(Strict):
     diverse_weight: float = Field(1.0, ge=0, description="weight of the divergence loss (0: no diverse learning)")
 
 
-MethodSpec = Annotated[ControlSpec | SRANetSpec | HPDASpec, Field(discriminator="kind")]
+class ARFaceSpec(Strict):
+    kind: Literal["arface"]
+    policy: Literal["learned", "random"] = Field("learned", description="the Attention-Net, or uniform random masks "
+                                                 "at training and the whole face at inference (PickPatch style)")
+    patch_radius: int = Field(30, ge=1, description="half the side of each landmark patch, in pixels of the crop")
+    num_layers: int = Field(3, ge=0, le=15, description="bottlenecks drawn per batch for the feature-map mask")
+    layer_prob: float = Field(0.5, ge=0, le=1, description="probability that a drawn bottleneck is masked")
+    policy_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the Attention-Net")
+    baseline_momentum: float = Field(0.9, ge=0, lt=1, description="moving average of the reward baseline")
+
+
+MethodSpec = Annotated[ControlSpec | SRANetSpec | HPDASpec | ARFaceSpec, Field(discriminator="kind")]
 
 
 class LossSpec(Strict):
@@ -111,7 +122,7 @@ def build_model(cfg: VariantConfig, trunk_weights: Path | None) -> Any:
     """The network of a variant (a `MobileFaceNet`), from the pretrained trunk when `trunk_weights` is given."""
     import torch
 
-    from training.models import hpda
+    from training.models import arface, hpda
     from training.models.attention import DEFAULT_SRANET_BLOCKS, sranet
     from training.models.mobilefacenet import MobileFaceNet
 
@@ -124,6 +135,9 @@ def build_model(cfg: VariantConfig, trunk_weights: Path | None) -> Any:
         net = hpda.HPDANet(m.scales, m.branches, m.reduction, m.fusion, m.projection, m.local_dim, m.margin,
                            m.diverse_weight)
         return net if trunk_weights is None else hpda.load_trunk(net, trunk_weights)
+    if isinstance(m, ARFaceSpec):
+        ar = arface.ARFaceNet(m.policy, m.patch_radius, m.num_layers, m.layer_prob, m.baseline_momentum)
+        return ar if trunk_weights is None else arface.load_trunk(ar, trunk_weights)
     trunk = MobileFaceNet()
     if trunk_weights is not None:
         trunk.load_state_dict(torch.load(trunk_weights, map_location="cpu", weights_only=True), strict=True)

@@ -85,7 +85,30 @@ def test_hpda_trains_its_local_branch_with_the_divergence_loss(
     assert all(float(state[f"pyramids.{i}.merge.0.1.bias"].abs().max()) > 0 for i in range(3))
 
 
-@pytest.mark.parametrize("name", ["sranet", "hpda"])
+def test_arface_trains_its_attention_net_by_policy_gradient(
+    crop_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
+    cfg = tiny("arface", tmp_path)
+    path = finetune.train(cfg, 0, tmp_path / "a", log_every=1, checkpoint_every=2)
+    log = [json.loads(line) for line in (path.parent / "log.jsonl").read_text().splitlines()]
+    assert any(row["policy"] != 0 for row in log)
+    state = torch.load(path, weights_only=False)["model"]
+    assert float(state["attention.fc.weight"].abs().max()) > 0  # starts at zero; only the policy loss moves it
+    assert 0 <= float(state["baseline"]) <= 1
+    # interrupted after the checkpoint at step 2 and resumed: the Attention-Net's optimiser state comes back too
+    real = finetune.augment_batch
+    monkeypatch.setattr(finetune, "augment_batch", crash_on_call(real, 4))
+    with pytest.raises(KeyboardInterrupt):
+        finetune.train(cfg, 0, tmp_path / "b", checkpoint_every=2)
+    monkeypatch.setattr(finetune, "augment_batch", real)
+    resumed = torch.load(finetune.train(cfg, 0, tmp_path / "b", resume=True, checkpoint_every=2),
+                         weights_only=False)["model"]
+    for key, value in state.items():
+        assert torch.allclose(value.float(), resumed[key].float(), atol=1e-6), key
+
+
+@pytest.mark.parametrize("name", ["sranet", "hpda", "arface"])
 def test_export_keeps_the_serving_contract(name: str, crop_cache: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from service.models.manifest import load_manifest

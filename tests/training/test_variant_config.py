@@ -14,11 +14,17 @@ from training.variant_config import VARIANTS_DIR, SRANetSpec, load_variant, vari
 def test_every_variant_loads_and_shares_the_schedule() -> None:
     names = variant_names()
     assert {"control", "sranet", "sranet-sca", "sranet-ssa", "sranet-naive", "hpda", "hpda-nodiv", "hpda-concat",
-            "hpda-b1"} <= set(names)
+            "hpda-b1", "control-am", "arface", "arface-random", "arface-noreg", "arface-layers5",
+            "arface-r20"} <= set(names)
     configs = [load_variant(n) for n in names]
     assert all(c.name == n for c, n in zip(configs, names, strict=True))
     assert len({c.schedule.model_dump_json() for c in configs}) == 1  # one schedule for every row of a table
-    assert len({c.loss.model_dump_json() for c in configs}) == 1  # every row shares the loss too
+    # a method's rows share the loss with their control: ArcFace for SRANet and HPDA, AM-Softmax for ARFace
+    losses = {c.name: c.loss for c in configs}
+    for name, loss in losses.items():
+        control = "control-am" if name.startswith(("arface", "control-am")) else "control"
+        assert loss == losses[control], name
+    assert losses["control-am"].kind == "am-softmax" and losses["control"].kind == "arcface"
     assert load_variant("control").method.kind == "none"
     sca = load_variant("sranet-sca").method
     assert isinstance(sca, SRANetSpec) and (sca.channel, sca.spatial) == (True, False)

@@ -1,4 +1,4 @@
-"""Fine-tuned variants served by the service (`ANYFACE_EMBEDDER=sranet`, `=hpda`): each answers verify and
+"""Fine-tuned variants served by the service (`ANYFACE_EMBEDDER=sranet`, `=hpda`, `=arface`): each answers verify and
 identify through its exported ONNX file; galleries record the embedder that filled them, a service with another
 embedder refuses to search or extend them (409 `embedder_mismatch`), and `service.reembed` copies a gallery into a
 new one filled by the current embedder. Real LFW photos, real SQLite store shared by both services.
@@ -34,8 +34,8 @@ PEOPLE = ["Abdullah_Gul", "Alvaro_Uribe", "Amelia_Vega"]
 
 @pytest.fixture(scope="module")
 def variant_models(model_dir: Path, crop_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The service's model folder (linked) plus SRANet and HPDA, each fine-tuned for a few steps and exported into
-    it."""
+    """The service's model folder (linked) plus SRANet, HPDA and ARFace, each fine-tuned for a few steps and
+    exported into it."""
     folder = tmp_path_factory.mktemp("models")
     for path in model_dir.iterdir():
         if path.name == "manifest.json":
@@ -43,7 +43,7 @@ def variant_models(model_dir: Path, crop_cache: Path, tmp_path_factory: pytest.T
         elif path.name != "triton":
             (folder / path.name).symlink_to(path.resolve())
     runs = tmp_path_factory.mktemp("runs")
-    for name in ("sranet", "hpda"):
+    for name in ("sranet", "hpda", "arface"):
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("ANYFACE_CACHE_DIR", str(crop_cache))
             model = finetune.train(tiny(name, tmp_path_factory.mktemp("variant")), 0, runs)
@@ -87,7 +87,7 @@ def code(response: object) -> str:
     return str(response.json()["error"]["code"])  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("embedder", ["sranet", "hpda"])
+@pytest.mark.parametrize("embedder", ["sranet", "hpda", "arface"])
 def test_a_variant_answers_verify_and_identify(embedder: str, variant_models: Path, store_path: Path,
                                                lfw_dir: Path) -> None:
     with _client(variant_models, store_path, embedder) as api:
