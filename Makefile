@@ -111,7 +111,7 @@ export: install
 evaluate: install
 	$(PY) -m training.evaluate --run runs/btnet_scan --ablation runs/btnet_plain --rounds 150
 
-# The attention embedders (docs/variants.md): fine-tune the control, SRANet and HPDA (every seed of
+# The attention embedders (docs/variants.md): fine-tune the controls, SRANet, HPDA and ARFace (every seed of
 # training/variants/schedule.json) and their ablations (first seed) from the pretrained trunk, export each into
 # models/ (ANYFACE_EMBEDDER=<variant> serves it), evaluate everything against the trunk and write the table into
 # docs/variants.md; then the attention pictures. Resumable: finished runs and evaluations are reused.
@@ -120,6 +120,7 @@ variants: install
 	$(PY) -m training.run_variants --doc docs/variants.md
 	$(PY) -m training.evaluation.attention_maps --model runs/variants/sranet/seed0/model.pt
 	$(PY) -m training.evaluation.hpda_masks
+	$(PY) -m training.evaluation.arface_masks
 
 clean:
 	rm -rf $(VENV) .venv-triton .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,7 @@ evaluate every one against the trunk on the same protocols, and write the table.
     python -m training.run_variants                        # train (resumable), export, evaluate, report
     python -m training.run_variants --doc docs/variants.md # also replace the results section of that page
 
-The main rows (`--variants`, default control, sranet and hpda) are trained with every seed of the shared schedule;
+The main rows (`--variants`: the controls, SRANet, HPDA and ARFace) are trained with every seed of the shared schedule;
 the ablations (`--ablations`) with its first seed. `--cost-only` variants (the unpooled SRANet) are built
 and measured for parameters, MACs and latency but not trained. Each run's evaluation is kept in
 `<out>/<variant>/seed<k>/eval.json`, so an interrupted report resumes; the first seed of every trained variant
@@ -21,6 +21,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ def run_onnx(model_pt: Path) -> Path:
     return path
 
 
-def evaluate_all(runs: dict[str, Path], trunk_onnx: Path, out: Path) -> dict[str, Any]:
+def evaluate_all(runs: dict[str, Path], trunk_onnx: Path, out: Path, tuned: Collection[str] = ()
+                 ) -> dict[str, Any]:
+    """Every protocol for the trunk and every run; the runs of the `tuned` variants also on pairsDevTrain."""
     lfw, cache = lfw_root(), load_cache()
     results: dict[str, Any] = {}
     trunk_res, trunk_gal = ev.evaluate(lfw, cache, onnx_embedder(trunk_onnx, flip=False), label="trunk")
@@ -63,9 +66,11 @@ def evaluate_all(runs: dict[str, Path], trunk_onnx: Path, out: Path) -> dict[str
     for key, onnx in runs.items():
         cached = onnx.with_name("eval.json")
         if cached.exists() and cached.stat().st_mtime > onnx.stat().st_mtime:
-            results[key] = json.loads(cached.read_text())
-            continue
-        res, _ = ev.evaluate(lfw, cache, onnx_embedder(onnx, flip=False), trunk_gal, label=key)
+            res = json.loads(cached.read_text())
+        else:
+            res, _ = ev.evaluate(lfw, cache, onnx_embedder(onnx, flip=False), trunk_gal, label=key)
+        if key.split("/")[0] in tuned and "devtrain" not in res:
+            res["devtrain"] = ev.devtrain(lfw, cache, onnx_embedder(onnx, flip=False), label=key)
         cached.write_text(json.dumps(res, indent=1))
         results[key] = res
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -156,6 +161,14 @@ def report(results: dict[str, Any], cost: dict[str, Any], order: list[str], head
     for name, c in cost.items():
         lines.append(f"| {name} | {c['params'] / 1e6:.2f} M | {c['macs'] / 1e6:.1f} M | {c['ms_1']:.2f} | "
                      f"{c['ms_32']:.1f} | {c['latency_ratio_1']:.2f}x / {c['latency_ratio_32']:.2f}x |")
+    tuned = [key for key in order if "devtrain" in results[key]]
+    if tuned:
+        lines += ["", "### Sweeps on pairsDevTrain, the tuning split (fine-tuning identities: compare the rows with "
+                  "each other, not with the tables above)", "", "| network | " + " | ".join(CONDITIONS) + " |",
+                  "|---|" + "---:|" * len(CONDITIONS)]
+        for key in tuned:
+            lines.append(f"| {key} | " + " | ".join(_pct(results[key]["devtrain"][c]["accuracy"])
+                                                     for c in CONDITIONS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -170,10 +183,14 @@ def write_doc(doc: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=["control", "sranet", "hpda"], help="trained with every seed")
+    p.add_argument("--variants", nargs="+", default=["control", "sranet", "hpda", "control-am", "arface"],
+                   help="trained with every seed")
     p.add_argument("--ablations", nargs="*", help="trained with the first seed",
-                   default=["sranet-sca", "sranet-ssa", "hpda-nodiv", "hpda-concat", "hpda-b1"])
+                   default=["sranet-sca", "sranet-ssa", "hpda-nodiv", "hpda-concat", "hpda-b1", "arface-random",
+                            "arface-noreg", "arface-r20"])
     p.add_argument("--cost-only", nargs="*", default=["sranet-naive"])
+    p.add_argument("--tuned", nargs="*", default=["arface", "arface-noreg", "arface-r20"],
+                   help="variants of a sweep: also evaluated on pairsDevTrain, where the setting is chosen")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
     p.add_argument("--no-export", action="store_true", help="do not install the variants into the model folder")
@@ -195,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             seed = load_variant(name).schedule.seeds[0]
             export_variant(run_dir(a.out, name, seed) / "model.pt", model_dir())
     trunk_onnx = model_dir() / TRUNK_ONNX
-    results = evaluate_all(runs, trunk_onnx, a.out)
+    results = evaluate_all(runs, trunk_onnx, a.out, set(a.tuned))
     cost = costs([*a.variants, *a.ablations, *a.cost_only], runs, trunk_onnx, a.out)
     wall = time.perf_counter() - t0
     schedule = load_variant(a.variants[0]).schedule

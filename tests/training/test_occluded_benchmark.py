@@ -93,7 +93,14 @@ def test_variant_protocols_and_report(model_dir: Path, small_lfw: tuple[Path, Cr
         assert again["compatibility"][condition]["identification"] == own["identification"][condition]
     cost = {"trunk": {"params": 1e6, "macs": 2.3e8, "ms_1": 5.0, "ms_32": 90.0, "latency_ratio_1": 1.0,
                       "latency_ratio_32": 1.0}}
-    text = report({"trunk": own, "same/seed0": again, "same/seed1": again}, cost,
+    # the tuning split's protocol: with DevTest's pairs standing in for DevTrain's, the figures must be the same
+    (folder / "pairsDevTrain.txt").write_text((folder / "pairsDevTest.txt").read_text())
+    tuning = variants.devtrain(folder, cache, embed, label="trunk")
+    assert set(tuning) == set(occluded.CONDITIONS)
+    assert tuning["clean"] == own["verification"]["clean"] and tuning["mask"] == own["verification"]["mask"]
+    text = report({"trunk": own, "same/seed0": again, "same/seed1": {**again, "devtrain": tuning}}, cost,
                   ["trunk", "same/seed0", "same/seed1"], "header")
     assert "| same/seed0 |" in text and "| trunk | 1 |" in text and "| same | 2 |" in text
     assert "| trunk | (same) |" not in text and "(same) | (same)" in text
+    sweep = text.split("### Sweeps on pairsDevTrain")[1]
+    assert "| same/seed1 |" in sweep and "| same/seed0 |" not in sweep

@@ -10,7 +10,9 @@ pass per image):
 - compatibility with galleries enrolled by the trunk: the variant's probes scored against the trunk's gallery
   embeddings (verification and rank-1, clean and masked);
 - LFW View 2 (`pairs.txt`, 10 folds) clean, labelled apart: it shares identities with peopleDevTrain, which
-  the variants were fine-tuned on.
+  the variants were fine-tuned on;
+- for the rows of a sweep, pairsDevTrain verification clean and occluded (`devtrain`): the split a setting is
+  chosen on, never the test split.
 
 Cost: parameters, MACs of one 112 x 112 image (convolutions, linear layers and the attention products, counted
 by `torch.utils.flop_counter`), and ONNX Runtime latency on this CPU relative to the trunk, measured in one run
@@ -85,6 +87,19 @@ def evaluate(lfw: Path, cache: CropCache, embed: Embedder, trunk: GalleryEmbeddi
     k = kfold_accuracy(scores, pair_labels(view2), np.array([p.fold for p in view2]))  # View 2's own 10 folds
     out["view2"] = {"accuracy": k.mean, "std": k.std, "tar@far=0.01": tar_at_far(scores, pair_labels(view2), 1e-2)}
     return out, GalleryEmbeddings(own, people)
+
+
+def devtrain(lfw: Path, cache: CropCache, embed: Embedder, label: str = "") -> dict[str, Any]:
+    """pairsDevTrain verification, clean and with each occluder on the probe side: the split a sweep is chosen on
+    (View 1's tuning split; its identities are the fine-tuning identities, so the figures are optimistic and
+    only compare settings with each other)."""
+    pairs = read_pairs(lfw / "pairsDevTrain.txt")
+    firsts = sorted({p.a for p in pairs})
+    own = dict(zip(firsts, embed_all(embed, np.asarray(cache.crops[cache.rows(firsts)]), f"{label} DevTrain gallery"),
+                   strict=True))
+    probe_crops = np.asarray(cache.crops[cache.rows([p.b for p in pairs])])
+    return {c: pair_figures(own, embed_all(embed, occluded(probe_crops, c), f"{label} pairsDevTrain {c}"), pairs)
+            for c in CONDITIONS}
 
 
 def cost(model: Any) -> dict[str, float]:
