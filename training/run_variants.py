@@ -7,9 +7,9 @@ evaluate every one against the trunk on the same protocols, and write the table.
 The main rows (`--variants`: the controls, SRANet, HPDA and ARFace) are trained with every seed of the shared schedule;
 the ablations (`--ablations`) with its first seed. `--cost-only` variants (the unpooled SRANet) are built
 and measured for parameters, MACs and latency but not trained. Each run's evaluation is kept in
-`<out>/<variant>/seed<k>/eval.json`, so an interrupted report resumes; the first seed of every trained variant
-is exported into the model folder with a manifest entry (`ANYFACE_EMBEDDER=<variant>` serves it); the control
-is not installed.
+`<out>/<variant>/seed<k>/eval.json`, so an interrupted report resumes; the first seed of every method of
+`--variants` is exported into the model folder with a manifest entry (`ANYFACE_EMBEDDER=<variant>` serves it);
+the controls and the ablations are not installed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from evaluation.lfw import lfw_root
+from service.models.manifest import load_manifest
 from training.config import model_dir, trunk_weights
 from training.data.lfw_crops import load_cache
 from training.evaluation import variants as ev
@@ -208,9 +209,13 @@ def main(argv: list[str] | None = None) -> None:
         train_s += float(torch.load(model_pt, map_location="cpu", weights_only=False)["train_seconds"])
         runs[f"{name}/seed{seed}"] = run_onnx(model_pt)
     if not a.no_export:  # the variants (not the control) become servable embedders
-        for name in dict.fromkeys(n for n, _ in plan if load_variant(n).method.kind != "none"):
-            seed = load_variant(name).schedule.seeds[0]
-            export_variant(run_dir(a.out, name, seed) / "model.pt", model_dir())
+        installed = load_manifest(model_dir()).models
+        for name in (n for n in a.variants if load_variant(n).method.kind != "none"):
+            model_pt = run_dir(a.out, name, load_variant(name).schedule.seeds[0]) / "model.pt"
+            onnx = model_dir() / f"{name}.onnx"
+            if name in installed and onnx.exists() and onnx.stat().st_mtime > model_pt.stat().st_mtime:
+                continue  # installed from this very run already
+            export_variant(model_pt, model_dir())
     trunk_onnx = model_dir() / TRUNK_ONNX
     results = evaluate_all(runs, trunk_onnx, a.out, set(a.tuned))
     cost = costs([*a.variants, *a.ablations, *a.cost_only], runs, trunk_onnx, a.out)
