@@ -30,7 +30,7 @@ from evaluation.identification import alternate_split
 from evaluation.lfw import lfw_root, read_people
 from training.data.degrade import normalise
 from training.data.lfw_crops import load_cache
-from training.evaluation.attention_maps import template_dots
+from training.evaluation.figures import face_map, pyplot, save
 from training.evaluation.occluded import CONDITIONS, occluded
 from training.finetune import DEFAULT_OUT, load_finetuned, run_dir
 from training.layers.arface import PATCHES, keep_mask, patch_centres
@@ -75,11 +75,7 @@ def drop_figures(keep: np.ndarray, cover: np.ndarray | None) -> dict[str, Any]:
 
 def draw(figures: dict[str, Any], kept_area: dict[str, np.ndarray], feet: dict[str, np.ndarray],
          examples: tuple[np.ndarray, np.ndarray], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     masks, foot = examples
     cols = len(CONDITIONS)
     fig, axes = plt.subplots(3, cols, figsize=(2.6 * cols, 7.6), squeeze=False)
@@ -93,27 +89,18 @@ def draw(figures: dict[str, Any], kept_area: dict[str, np.ndarray], feet: dict[s
         if c == 0:
             axes[0, c].set_ylabel("drop rate", fontsize=8)
         ax = axes[1, c]
-        ax.imshow(kept_area[condition], cmap="gray", vmin=0, vmax=1)
+        face_map(ax, kept_area[condition], cmap="gray")
         if condition in feet:
             ax.contour(feet[condition], levels=[0.5], colors="#f80", linewidths=1)
-        template_dots(ax, 112)
-        ax.set_xticks([])
-        ax.set_yticks([])
         if c == 0:
             ax.set_ylabel("mean kept area\n(orange: occluder,\nhalf the faces)", fontsize=8)
         ax = axes[2, c]
-        ax.imshow(masks[c], cmap="gray", vmin=0, vmax=1)
+        face_map(ax, masks[c], cmap="gray")
         ax.contour(foot[c].astype(float), levels=[0.5], colors="#f80", linewidths=1)
-        template_dots(ax, 112)
-        ax.set_xticks([])
-        ax.set_yticks([])
         if c == 0:
             ax.set_ylabel("single masked faces:\nchosen mask", fontsize=8)
     fig.suptitle("ARFace's Attention-Net on peopleDevTest faces (white: kept, black: dropped)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,19 +148,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def draw_faces(crops: np.ndarray, masks: np.ndarray, out: Path) -> None:
     """The chosen masks over the photos (local inspection only)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(crops), figsize=(2.2 * len(crops), 2.4), squeeze=False)
     for ax, crop, mask in zip(axes[0], crops, masks, strict=True):
         ax.imshow((crop * (0.25 + 0.75 * mask[..., None])).astype(np.uint8))
         ax.axis("off")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    save(fig, out, dpi=90)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from evaluation.identification import alternate_split
 from evaluation.lfw import lfw_root, read_people
 from training.data.degrade import normalise
 from training.data.lfw_crops import load_cache
-from training.data.occlusion import Points
+from training.evaluation.figures import face_map, pyplot, save
 from training.evaluation.occluded import CONDITIONS, occluded
 from training.finetune import load_finetuned
 from training.layers.sranet import SelfSpatialAttention
@@ -65,29 +65,15 @@ def record(net: torch.nn.Module, crops: np.ndarray, batch: int = 32) -> dict[str
     return {name: {k: np.concatenate(v) for k, v in maps.items()} for name, maps in found.items()}
 
 
-def template_dots(ax, side: int) -> None:
-    """The ArcFace template's five points on a `side` x `side` map drawn in `ax`."""
-    p = Points.of(112)
-    pts = np.stack([p.left_eye, p.right_eye, p.nose, p.mouth_left, p.mouth_right]) * side / 112 - 0.5
-    ax.scatter(pts[:, 0], pts[:, 1], s=14, c="white", edgecolors="black", linewidths=0.6)
-
-
 def draw_means(maps: dict[str, dict[str, dict[str, np.ndarray]]], faces: int, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [(b, kind) for b in SHOWN_BLOCKS for kind in ("looks", "changes")]
     fig, axes = plt.subplots(len(rows), len(CONDITIONS), figsize=(2.4 * len(CONDITIONS), 2.4 * len(rows)))
     for r, (block, kind) in enumerate(rows):
         for c, condition in enumerate(CONDITIONS):
             m = maps[condition][block][kind].mean(0)
             ax = axes[r, c]
-            ax.imshow(m / m.max(), cmap="magma", vmin=0, vmax=1)
-            template_dots(ax, m.shape[0])
-            ax.set_xticks([])
-            ax.set_yticks([])
+            face_map(ax, m / m.max())
             if r == 0:
                 ax.set_title(condition)
             if c == 0:
@@ -95,20 +81,14 @@ def draw_means(maps: dict[str, dict[str, dict[str, np.ndarray]]], faces: int, ou
                 ax.set_ylabel(f"{block}\n{what}", fontsize=8)
     fig.suptitle(f"SRANet spatial attention, mean over {faces} peopleDevTest faces\n"
                  "(dots: template landmarks; each map scaled to its maximum)", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out, dpi=110)
 
 
 def draw_faces(crops: dict[str, np.ndarray], maps: dict[str, dict[str, dict[str, np.ndarray]]], out: Path,
                count: int = 4) -> None:
     import cv2
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     block = SHOWN_BLOCKS[0]
     fig, axes = plt.subplots(count, len(CONDITIONS), figsize=(2.2 * len(CONDITIONS), 2.2 * count))
     for i in range(count):
@@ -118,10 +98,7 @@ def draw_faces(crops: dict[str, np.ndarray], maps: dict[str, dict[str, dict[str,
             axes[i, c].imshow(crops[condition][i])
             axes[i, c].imshow(heat, cmap="magma", alpha=0.5, vmin=0, vmax=1)
             axes[i, c].axis("off")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    save(fig, out, dpi=90)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -33,7 +32,7 @@ from evaluation.identification import alternate_split
 from evaluation.lfw import lfw_root, read_people
 from training.data.degrade import normalise
 from training.data.lfw_crops import load_cache
-from training.evaluation.attention_maps import template_dots
+from training.evaluation.figures import face_map, pyplot, save
 from training.evaluation.occluded import CONDITIONS, occluded
 from training.finetune import DEFAULT_OUT, load_finetuned, run_dir
 from training.layers.hpda import divergence_loss
@@ -90,18 +89,9 @@ def attention_on_occluder(clean_masks: np.ndarray, masks: np.ndarray, cells: np.
     return float(occl / ref)
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def draw_means(full: dict[str, dict[str, np.ndarray]], scales: list[int], faces: int, out: Path) -> None:
     """Rows: network x condition; columns: scale x branch; each map the mean over the faces."""
-    plt = _plt()
+    plt = pyplot()
     rows = [(n, c) for n in full for c in CONDITIONS]
     s, b = full[rows[0][0]]["clean"].shape[1:3]
     fig, axes = plt.subplots(len(rows), s * b, figsize=(1.25 * s * b + 1.2, 1.3 * len(rows)), squeeze=False)
@@ -110,25 +100,19 @@ def draw_means(full: dict[str, dict[str, np.ndarray]], scales: list[int], faces:
         for i in range(s):
             for j in range(b):
                 ax = axes[r, i * b + j]
-                ax.imshow(mean[i, j], cmap="magma", vmin=0, vmax=1)
-                template_dots(ax, TAP_SIZE)
-                ax.set_xticks([])
-                ax.set_yticks([])
+                face_map(ax, mean[i, j])
                 if r == 0:
                     ax.set_title(f"scale {scales[i]}\nbranch {j + 1}", fontsize=7)
         axes[r, 0].set_ylabel(f"{name}\n{condition}", fontsize=7)
     fig.suptitle(f"HPDA masks of features.14 (upsampled to 7 x 7), mean over {faces} peopleDevTest faces; colour 0 "
                  "(black) to 1 (white); dots: template landmarks", fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save(fig, out)
 
 
 def draw_faces(full: dict[str, np.ndarray], crops: dict[str, np.ndarray] | None, scales: list[int], out: Path,
                count: int = 3) -> None:
     """For `count` faces, clean and masked: every mask of one network (over the photo when `crops` is given)."""
-    plt = _plt()
+    plt = pyplot()
     s, b = full["clean"].shape[1:3]
     conditions = ("clean", "mask")
     fig, axes = plt.subplots(count * len(conditions), s * b, figsize=(1.25 * s * b, 1.3 * count * len(conditions)),
@@ -144,18 +128,14 @@ def draw_faces(full: dict[str, np.ndarray], crops: dict[str, np.ndarray] | None,
                         ax.imshow(crops[condition][f])
                         ax.imshow(cv2.resize(m, (112, 112), interpolation=cv2.INTER_LINEAR), cmap="magma",
                                   alpha=0.55, vmin=0, vmax=1)
+                        ax.set_xticks([])
+                        ax.set_yticks([])
                     else:
-                        ax.imshow(m, cmap="magma", vmin=0, vmax=1)
-                        template_dots(ax, TAP_SIZE)
-                    ax.set_xticks([])
-                    ax.set_yticks([])
+                        face_map(ax, m)
                     if r == 0:
                         ax.set_title(f"scale {scales[i]}\nbranch {j + 1}", fontsize=7)
             axes[r, 0].set_ylabel(f"face {f + 1}\n{condition}", fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:
