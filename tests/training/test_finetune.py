@@ -23,9 +23,9 @@ TINY_SCHEDULE = {"min_images_per_identity": 1, "steps": 4, "batch_size": 4, "lr"
                  "augment": {"flip_prob": 0.5, "low_res_prob": 0.5, "occlusion_prob": 0.5}}
 
 
-def tiny(name: str, folder: Path) -> VariantConfig:
-    """A shipped variant file with the tiny schedule beside it."""
-    (folder / "schedule.json").write_text(json.dumps(TINY_SCHEDULE))
+def tiny(name: str, folder: Path, **changes: object) -> VariantConfig:
+    """A shipped variant file with the tiny schedule beside it (with `changes` to that schedule)."""
+    (folder / "schedule.json").write_text(json.dumps({**TINY_SCHEDULE, **changes}))
     (folder / f"{name}.json").write_text((VARIANTS_DIR / f"{name}.json").read_text())
     return load_variant(folder / f"{name}.json")
 
