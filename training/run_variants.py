@@ -57,12 +57,29 @@ def run_onnx(model_pt: Path) -> Path:
     return path
 
 
+def trunk_evaluation(lfw: Path, cache: Any, trunk_onnx: Path, folder: Path) -> tuple[dict[str, Any],
+                                                                                  ev.GalleryEmbeddings]:
+    """The trunk's figures and gallery embeddings, kept in `folder` and reused while the trunk file is unchanged."""
+    figures, galleries = folder / "eval.json", folder / "galleries.npz"
+    if figures.exists() and galleries.exists() and figures.stat().st_mtime > trunk_onnx.stat().st_mtime:
+        with np.load(galleries) as g:
+            names = g["pair_names"].tolist()
+            return json.loads(figures.read_text()), ev.GalleryEmbeddings(dict(zip(names, g["pairs"], strict=True)),
+                                                                         g["people"])
+    res, gal = ev.evaluate(lfw, cache, onnx_embedder(trunk_onnx, flip=False), label="trunk")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(gal.pairs)
+    np.savez(galleries, pair_names=np.array(names), pairs=np.stack([gal.pairs[n] for n in names]), people=gal.people)
+    figures.write_text(json.dumps(res, indent=1))
+    return res, gal
+
+
 def evaluate_all(runs: dict[str, Path], trunk_onnx: Path, out: Path, tuned: Collection[str] = ()
                  ) -> dict[str, Any]:
     """Every protocol for the trunk and every run; the runs of the `tuned` variants also on pairsDevTrain."""
     lfw, cache = lfw_root(), load_cache()
     results: dict[str, Any] = {}
-    trunk_res, trunk_gal = ev.evaluate(lfw, cache, onnx_embedder(trunk_onnx, flip=False), label="trunk")
+    trunk_res, trunk_gal = trunk_evaluation(lfw, cache, trunk_onnx, out / "trunk")
     results["trunk"] = trunk_res
     for key, onnx in runs.items():
         cached = onnx.with_name("eval.json")
@@ -195,6 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
     p.add_argument("--no-export", action="store_true", help="do not install the variants into the model folder")
+    p.add_argument("--trained-only", action="store_true",
+                   help="evaluate the finished runs only, training nothing (while other runs still train)")
     p.add_argument("--doc", type=Path, default=None, help="replace the results section of this Markdown page")
     a = p.parse_args(argv)
     if a.threads:
@@ -204,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     plan += [(name, load_variant(name).schedule.seeds[0]) for name in a.ablations]
     runs: dict[str, Path] = {}
     train_s = 0.0
+    if a.trained_only:
+        plan = [(name, seed) for name, seed in plan if (run_dir(a.out, name, seed) / "model.pt").exists()]
     for name, seed in plan:
         model_pt = train(load_variant(name), seed, a.out, resume=True)
         train_s += float(torch.load(model_pt, map_location="cpu", weights_only=False)["train_seconds"])
