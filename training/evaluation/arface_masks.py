@@ -26,12 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.identification import alternate_split
-from evaluation.lfw import lfw_root, read_people
 from training.data.degrade import normalise
-from training.data.lfw_crops import load_cache
 from training.evaluation.figures import face_map, pyplot, save
-from training.evaluation.occluded import CONDITIONS, occluded
+from training.evaluation.occluded import CONDITIONS, devtest_probes, occluded
 from training.finetune import DEFAULT_OUT, load_finetuned, run_dir
 from training.layers.arface import PATCHES, keep_mask, patch_centres
 from training.models.arface import ARFaceNet
@@ -115,9 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     net, _cfg, _ = load_finetuned(run_dir(a.runs, a.variant, a.seed) / "model.pt")
     if not isinstance(net, ARFaceNet) or net.attention is None:
         raise SystemExit(f"{a.variant} has no Attention-Net to show")
-    cache = load_cache()
-    split = alternate_split(read_people(lfw_root() / "peopleDevTest.txt"))
-    probes = np.asarray(cache.crops[cache.rows(split.probes[: a.faces])])
+    probes = devtest_probes(a.faces)
     figures: dict[str, Any] = {}
     kept_area: dict[str, np.ndarray] = {}
     feet: dict[str, np.ndarray] = {}

@@ -26,12 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.identification import alternate_split
-from evaluation.lfw import lfw_root, read_people
 from training.data.degrade import normalise
-from training.data.lfw_crops import load_cache
 from training.evaluation.figures import face_map, pyplot, save
-from training.evaluation.occluded import CONDITIONS, occluded
+from training.evaluation.occluded import CONDITIONS, devtest_probes, occluded
 from training.finetune import load_finetuned
 from training.layers.sranet import SelfSpatialAttention
 from training.variant_config import SRANetSpec
@@ -111,9 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     net, cfg, _ = load_finetuned(a.model)
     if not isinstance(cfg.method, SRANetSpec) or not cfg.method.spatial:
         raise SystemExit(f"{a.model} has no spatial attention to draw ({cfg.name})")
-    cache = load_cache()
-    split = alternate_split(read_people(lfw_root() / "peopleDevTest.txt"))
-    probes = np.asarray(cache.crops[cache.rows(split.probes[: a.faces])])
+    probes = devtest_probes(a.faces)
     crops = {c: occluded(probes, c) for c in CONDITIONS}
     maps = {c: record(net, crops[c]) for c in tqdm(CONDITIONS, desc="attention maps", unit="condition")}
     draw_means(maps, len(probes), a.out)

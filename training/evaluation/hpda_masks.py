@@ -28,12 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.identification import alternate_split
-from evaluation.lfw import lfw_root, read_people
 from training.data.degrade import normalise
-from training.data.lfw_crops import load_cache
 from training.evaluation.figures import face_map, pyplot, save
-from training.evaluation.occluded import CONDITIONS, occluded
+from training.evaluation.occluded import CONDITIONS, devtest_probes, occluded
 from training.finetune import DEFAULT_OUT, load_finetuned, run_dir
 from training.layers.hpda import divergence_loss
 from training.models.hpda import TAP_FEATURES, TAP_SIZE, HPDANet
@@ -146,9 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--docs", type=Path, default=Path("docs"))
     p.add_argument("--out", type=Path, default=Path("runs"))
     a = p.parse_args(argv)
-    cache = load_cache()
-    split = alternate_split(read_people(lfw_root() / "peopleDevTest.txt"))
-    probes = np.asarray(cache.crops[cache.rows(split.probes[: a.faces])])
+    probes = devtest_probes(a.faces)
     crops = {c: occluded(probes, c) for c in CONDITIONS}
     full: dict[str, dict[str, np.ndarray]] = {}
     figures: dict[str, dict[str, object]] = {}

@@ -48,6 +48,16 @@ def occluded(crops: np.ndarray, condition: str, seed: int = SEED) -> np.ndarray:
                      for i, c in enumerate(crops)])
 
 
+def devtest_probes(count: int) -> np.ndarray:
+    """The first `count` probe crops of the peopleDevTest open-set split (identities no variant trained on): the
+    faces the attention pictures are drawn from."""
+    from training.data.lfw_crops import load_cache
+
+    cache = load_cache()
+    split = alternate_split(read_people(lfw_root() / "peopleDevTest.txt"))
+    return np.asarray(cache.crops[cache.rows(split.probes[:count])])
+
+
 def embed_all(embed: Embedder, crops: np.ndarray, desc: str = "embedding") -> np.ndarray:
     """Unit embeddings of the crops, in batches, with a progress bar."""
     out = [embed(np.asarray(crops[i:i + BATCH]))
