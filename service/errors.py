@@ -64,6 +64,10 @@ class FaceNotFound(ServiceError):
     code = "face_not_found"
 
 
+class ThumbnailNotFound(ServiceError):
+    code = "thumbnail_not_found"
+
+
 class EmbedderMismatch(ServiceError):
     """The gallery was filled by another embedder than the one this service runs: its embeddings are not
     comparable with this service's."""

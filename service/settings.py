@@ -200,9 +200,17 @@ class Settings(BaseSettings):
 
     # gallery
     store: str = "sqlite:///var/anyface/gallery.sqlite3"
+    thumbnails: bool = Field(
+        True, description="keep a small JPEG of each enrolled face's aligned crop in the store, removed with the face "
+        "(the console shows it; `GET .../faces/{face_id}/thumbnail`); false for deployments that must not keep "
+        "images: only embeddings are kept then")
+    thumbnail_size: int = Field(112, ge=32, le=256, description="side of a thumbnail in pixels")
+    thumbnail_quality: int = Field(85, ge=30, le=95, description="JPEG quality of a thumbnail")
     follow_interval_s: float = Field(0.5, gt=0, description="how often the index applies the store's change feed")
 
     # server
+    console: bool = Field(True, description="serve the web console at /ui (static pages that call the public API "
+                                            "with the operator's key; docs/console.md)")
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)

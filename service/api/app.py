@@ -11,11 +11,12 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.auth import KeyRing
+from service.api.console import install_console
 from service.api.context import build_context
 from service.api.errors import install_error_handlers
 from service.api.guard import RequestGuard
 from service.api.openapi import install_openapi
-from service.api.routes import detect, galleries, health, identify, verify
+from service.api.routes import account, detect, galleries, health, identify, verify
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys  # the guard and the routes check the same keys, from start-up on
     install_error_handlers(app)
     app.add_middleware(RequestGuard, settings=settings, keys=keys)
-    for module in (health, detect, verify, identify, galleries):
+    for module in (health, account, detect, verify, identify, galleries):
         app.include_router(module.router)
+    install_console(app, settings.console)
     install_openapi(app, settings, keys)
     return app

@@ -54,7 +54,8 @@ ERRORS: dict[int, dict[str, Any]] = {
                 "call is refused before its body is read)"),
     403: _error("`forbidden`: the API key may not read or write this gallery (/metrics: the key is limited to some "
                 "galleries)"),
-    404: _error("`gallery_not_found`, `subject_not_found`, `face_not_found`"),
+    404: _error("`gallery_not_found`, `subject_not_found`, `face_not_found`, `thumbnail_not_found` (the face was "
+                "enrolled without one)"),
     409: _error("`embedder_mismatch`: the gallery was filled by another embedder than the one this service runs "
                 "(`GET /v1/galleries/{gallery}` says which); its embeddings are not comparable"),
     413: _error("`request_too_large`: the body passed its cap (multipart: every image at its limit; other bodies: "
@@ -83,6 +84,13 @@ METRICS: dict[int | str, dict[str, Any]] = {
     200: {"description": "the Prometheus text format",
           "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
     **errors(401, 403),
+}
+
+# A face's thumbnail is a JPEG; its errors are JSON.
+THUMBNAIL: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the aligned face as JPEG (`ANYFACE_THUMBNAIL_SIZE` square)",
+          "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+    **errors(401, 403, 404, 422, 503),
 }
 
 METHOD_NOT_ALLOWED = {

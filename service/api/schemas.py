@@ -26,8 +26,9 @@ class FaceOut(BaseModel):
     landmarks: list[tuple[float, float]] = Field(description="left eye, right eye, nose, left and right mouth corner")
     score: float
     size: float = Field(description="larger side of the box in source pixels: the resolution indicator")
-    resolution: int | None = Field(None, description="input resolution of the embedder that embedded this face")
-    branch: str | None = Field(None, description="name of the embedder that embedded this face")
+    resolution: int | None = Field(None, description="input resolution of the embedder branch this face is (detect: "
+                                                     "would be) embedded by, chosen by its size")
+    branch: str | None = Field(None, description="name of that embedder branch")
     quality: float = Field(
         ge=0, le=1, description="how well this face can be expected to match its own identity, 0 to 1: about the "
         "chance that it scores at or above the verify threshold against a typical clean photo of the same person "
@@ -35,7 +36,7 @@ class FaceOut(BaseModel):
         "faces below `min_quality`")
 
     @classmethod
-    def of(cls, face: AnalyzedFace, embedded: bool = True) -> FaceOut:
+    def of(cls, face: AnalyzedFace) -> FaceOut:
         f = face.face
         return cls(
             box=Box(x1=round(float(f.box[0]), 2), y1=round(float(f.box[1]), 2),
@@ -43,8 +44,8 @@ class FaceOut(BaseModel):
             landmarks=[(round(float(x), 2), round(float(y), 2)) for x, y in f.landmarks],
             score=round(f.score, 4),
             size=round(f.size, 2),
-            resolution=face.resolution if embedded else None,
-            branch=face.branch if embedded else None,
+            resolution=face.resolution,
+            branch=face.branch,
             quality=shown(face.quality),
         )
 
@@ -139,6 +140,8 @@ class SubjectOut(BaseModel):
         None, description="why the stored metadata is not shown (metadata is then {}): it breaks the metadata rules "
         "(written before them, or under larger limits); PATCH new metadata to replace it")
     face_count: int
+    first_face_id: int | None = Field(
+        None, description="the subject's oldest face: its thumbnail stands for the subject (null without faces)")
     created_at: float
     updated_at: float
     faces: list[FaceRecordOut] | None = None
@@ -148,7 +151,8 @@ class SubjectOut(BaseModel):
         unreadable = subject.metadata.reason if isinstance(subject.metadata, UnreadableMetadata) else None
         return cls(
             gallery=subject.gallery, subject_id=subject.subject_id, name=subject.name, metadata=subject.metadata,
-            metadata_error=unreadable, face_count=subject.face_count, created_at=subject.created_at,
+            metadata_error=unreadable, face_count=subject.face_count, first_face_id=subject.first_face_id,
+            created_at=subject.created_at,
             updated_at=subject.updated_at, faces=[FaceRecordOut.of(f) for f in subject.faces] if with_faces else None,
         )
 
@@ -194,6 +198,16 @@ class SubjectPatch(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None, description="a JSON object: at most max_metadata_bytes (16 KiB) as compact JSON, max_metadata_depth "
         "(16) levels deep, finite numbers")
+
+
+class KeyOut(BaseModel):
+    """What the calling key may do: the console shows and enables only that."""
+
+    auth_required: bool = Field(description="whether this service checks API keys (false: every call is allowed)")
+    name: str | None = Field(None, description="the key's name from the key settings")
+    read_only: bool
+    galleries: list[str] | None = Field(description="the galleries it may touch; null: every gallery")
+    metrics: bool = Field(description="whether it may read /metrics (a key for every gallery)")
 
 
 class Deleted(BaseModel):

@@ -90,6 +90,7 @@ class AnalyzedImage:
     height: int
     faces: list[AnalyzedFace]  # the main face first (`rank_by_prominence`)
     rotation: int = 0  # clockwise degrees the photo was turned by, found by the rotation search (0 when upright)
+    thumbnail: np.ndarray | None = None  # the main face aligned at the thumbnail size, when asked for (RGB)
 
     def main_face(self, field: str) -> AnalyzedFace:
         """The most prominent face of the photo; `NoFace` naming the upload field when there is none."""
@@ -143,10 +144,11 @@ class FacePath:
         decoded, kept, _ = self._decode_and_find(data, field, flt)
         return decoded.pixels, [f.in_image for f in kept]
 
-    def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True
+    def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True, thumbnail: int | None = None
                 ) -> tuple[AnalyzedImage, list[np.ndarray]]:
         """Every face of one photo in the photo's own pixels, routed to its resolution by its size in the image
-        its crop is cut from, and (with `align`) its aligned crop."""
+        its crop is cut from, (with `align`) its aligned crop, and (with `thumbnail`) the main face aligned at
+        that size whatever the face's own (a picture for people, not for the embedder)."""
         decoded, kept, rotation = self._decode_and_find(data, field, flt)
         faces = [AnalyzedFace(f.in_photo, res, self.model_names[res], landmark_spread=f.spread)
                  for f in kept for res in [self.route(f.in_image)]]
@@ -158,7 +160,10 @@ class FacePath:
             with stage("align"):
                 crops = [align_face(decoded.pixels, f.in_image.landmarks, face.resolution)
                          for face, f in zip(faces, kept, strict=True)]
-        return AnalyzedImage(decoded.width, decoded.height, faces, rotation), crops
+        result = AnalyzedImage(decoded.width, decoded.height, faces, rotation)
+        if thumbnail is not None and kept:
+            result.thumbnail = align_face(decoded.pixels, kept[0].in_image.landmarks, thumbnail)
+        return result, crops
 
     def main_face_crop(self, data: bytes, flt: FaceFilter, resolution: int, field: str = "image"
                        ) -> np.ndarray | None:

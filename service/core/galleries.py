@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 from anyio import to_thread
 
@@ -35,6 +36,7 @@ from service.errors import (
     MultipleFaces,
     NoFace,
     SubjectNotFound,
+    ThumbnailNotFound,
 )
 from service.gallery.index import Hit
 from service.gallery.manager import GalleryManager
@@ -51,6 +53,14 @@ from service.metrics import stage
 from service.settings import Settings
 
 MAX_FACE_ID = 2**63 - 1  # face ids are positive signed 64-bit integers in every store
+
+
+def encode_thumbnail(crop: np.ndarray, quality: int) -> bytes:
+    """An aligned RGB crop as JPEG bytes."""
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise RuntimeError("could not encode a thumbnail")
+    return bytes(jpeg)
 
 
 def embedder_mismatch(gallery: str, recorded: str | None, current: str) -> EmbedderMismatch:
@@ -145,8 +155,9 @@ class Galleries:
         minimum = self.settings.min_quality if o.min_quality is None else o.min_quality
         new_faces: list[NewFace] = []
         qualities: list[float] = []
+        thumbnail_size = self.settings.thumbnail_size if self.settings.thumbnails else None
         for image in images:
-            result = await self.pipeline.analyze(await image.read(), image.field, flt)
+            result = await self.pipeline.analyze(await image.read(), image.field, flt, thumbnail=thumbnail_size)
             metrics.FACES_PER_REQUEST.labels("enroll").observe(len(result.faces))
             if not result.faces:
                 raise NoFace(f"{image.field}: no face found in the image")
@@ -156,7 +167,10 @@ class Galleries:
             face = result.faces[0]
             require_quality(face.quality, minimum, image.field)
             qualities.append(shown(face.quality))
-            new_faces.append(NewFace(face.embedding, [float(v) for v in face.face.box], face.branch))  # type: ignore[arg-type]
+            thumbnail = (encode_thumbnail(result.thumbnail, self.settings.thumbnail_quality)
+                         if result.thumbnail is not None else None)
+            new_faces.append(NewFace(face.embedding, [float(v) for v in face.face.box], face.branch,  # type: ignore[arg-type]
+                                     thumbnail))
         try:
             subject, records = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
                                                         new_faces, self.embedder)
@@ -173,21 +187,29 @@ class Galleries:
         infos = await to_thread.run_sync(self._store.list_galleries)
         return [self._view(i) for i in infos if visible is None or visible(i.name)]
 
+    async def create_gallery(self, gallery: str) -> tuple[GalleryView, bool]:
+        """Create an empty gallery for this service's embedder; the gallery and whether it was created (False: it
+        existed already, and is answered as it is)."""
+        created = await to_thread.run_sync(self._store.create_gallery, gallery, self.embedder.name)
+        return await self.get_gallery(gallery), created
+
     async def get_gallery(self, gallery: str) -> GalleryView:
         info = await to_thread.run_sync(self._store.get_gallery, gallery)
         if info is None:
             raise GalleryNotFound(f"gallery {gallery!r} does not exist")
         return self._view(info)
 
-    async def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
-        """One page of subjects ordered by id after `cursor`, and the next cursor (None at the end)."""
+    async def list_subjects(self, gallery: str, cursor: str | None, limit: int, query: str | None = None
+                            ) -> tuple[list[Subject], str | None]:
+        """One page of subjects ordered by id after `cursor` (with `query`: those whose id or name contains it,
+        ignoring case), and the next cursor (None at the end)."""
         if not 1 <= limit <= self.settings.page_size_max:
             raise InvalidParameter(f"limit: from 1 to {self.settings.page_size_max}")
         if await to_thread.run_sync(self._store.get_gallery, gallery) is None:
             raise GalleryNotFound(f"gallery {gallery!r} does not exist")
 
         def page() -> tuple[list[Subject], str | None]:  # checking up to page_size_max metadata: off the event loop
-            subjects, next_cursor = self._store.list_subjects(gallery, cursor, limit)
+            subjects, next_cursor = self._store.list_subjects(gallery, cursor, limit, query or None)
             return [self._shown(s) for s in subjects], next_cursor
 
         return await to_thread.run_sync(page)
@@ -201,6 +223,19 @@ class Galleries:
         if subject is None:
             await self._subject_missing(gallery, subject_id)
         return self._shown(subject)  # type: ignore[arg-type]
+
+    async def thumbnail(self, gallery: str, subject_id: str, face_id: int) -> bytes:
+        """The JPEG thumbnail of one enrolled face."""
+        found, jpeg = (False, None)
+        if 1 <= face_id <= MAX_FACE_ID:
+            found, jpeg = await to_thread.run_sync(self._store.get_thumbnail, gallery, subject_id, face_id)
+        if not found:
+            await self.require_subject(gallery, subject_id, with_faces=False)
+            raise FaceNotFound(f"face {face_id} does not exist for subject {subject_id!r} in gallery {gallery!r}")
+        if jpeg is None:
+            raise ThumbnailNotFound(f"face {face_id} was enrolled without a thumbnail (ANYFACE_THUMBNAILS was off, "
+                                    "or it predates thumbnails)")
+        return jpeg
 
     # -- deletion -------------------------------------------------------------------------------------------
     async def delete_gallery(self, gallery: str) -> None:

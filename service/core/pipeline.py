@@ -33,10 +33,12 @@ class FacePipeline:
             for res in backend.resolutions
         }
 
-    async def analyze(self, data: bytes, field: str, flt: FaceFilter, embed: bool = True) -> AnalyzedImage:
-        """Decode and detect (and embed, unless `embed` is false) every face of one upload."""
+    async def analyze(self, data: bytes, field: str, flt: FaceFilter, embed: bool = True,
+                      thumbnail: int | None = None) -> AnalyzedImage:
+        """Decode and detect (and embed, unless `embed` is false) every face of one upload; with `thumbnail`, also
+        the main face aligned at that size (`AnalyzedImage.thumbnail`)."""
         result, crops = await asyncio.get_running_loop().run_in_executor(
-            self._face_paths, partial(self.path.analyze, data, field, flt, embed))
+            self._face_paths, partial(self.path.analyze, data, field, flt, embed, thumbnail))
         if embed and result.faces:
             await self.embed_faces(result.faces, crops)
         return result

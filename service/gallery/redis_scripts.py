@@ -29,10 +29,19 @@ local function finish(result)
 end
 """.replace("OP_TTL", str(OP_TTL_S))
 
+# ARGV[5] gallery, [6] created_at, [7] embedder ('' for none). Returns '1' when created, '0' when it existed (nothing
+# written). An empty gallery has no change: the feed only carries faces.
+_CREATE_GALLERY = _PRELUDE + """
+local gallery = ARGV[5]
+if redis.call('HSETNX', p .. 'galleries', gallery, ARGV[6]) == 0 then return finish('0') end
+if ARGV[7] ~= '' then redis.call('HSET', p .. 'gallery_embedder', gallery, ARGV[7]) end
+return finish('1')
+"""
+
 # ARGV[5] gallery, [6] subject, [7] '1' to set the name, [8] name JSON, [9] '1' to set metadata, [10] metadata JSON,
 # [11] now, [12] face count, [13] embedder ('' for no check), [14] '1' when it may extend an unrecorded gallery,
-# then (embedding, box JSON, branch JSON) per face. Returns "id,id,...", or "!<recorded embedder>" (nothing
-# written) when the gallery was filled by another embedder.
+# then (embedding, box JSON, branch JSON, thumbnail JPEG or '') per face. Returns "id,id,...", or
+# "!<recorded embedder>" (nothing written) when the gallery was filled by another embedder.
 _ADD_FACES = _PRELUDE + """
 local gallery, sid, now = ARGV[5], ARGV[6], ARGV[11]
 local n = tonumber(ARGV[12])
@@ -63,8 +72,10 @@ if changed and created == 0 then log('update', gallery, 0, sid) end
 local ids = {}
 for i = 0, n - 1 do
   local fid = redis.call('INCR', p .. 'next_face_id')
-  redis.call('HSET', p .. 'f:' .. fid, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[15 + 3 * i],
-             'box', ARGV[16 + 3 * i], 'branch', ARGV[17 + 3 * i], 'created_at', now)
+  local fkey = p .. 'f:' .. fid
+  redis.call('HSET', fkey, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[15 + 4 * i],
+             'box', ARGV[16 + 4 * i], 'branch', ARGV[17 + 4 * i], 'created_at', now)
+  if ARGV[18 + 4 * i] ~= '' then redis.call('HSET', fkey, 'thumbnail', ARGV[18 + 4 * i]) end
   redis.call('ZADD', p .. 'sf:' .. gallery .. ':' .. sid, fid, fid)
   redis.call('SADD', p .. 'g:' .. gallery .. ':faces', fid)
   log('add', gallery, fid, sid)
@@ -143,6 +154,7 @@ return finish(table.concat(ids, ','))
 
 
 WRITE_SCRIPTS: dict[str, str] = {
+    "create": _CREATE_GALLERY,
     "add": _ADD_FACES,
     "update": _UPDATE_SUBJECT,
     "del_subject": _DELETE_SUBJECT,

@@ -11,7 +11,7 @@ Key layout (prefix `anyface:` by default, `?prefix=...` in the URL changes it):
     s:<gallery>:<subject>    HASH    name (JSON), metadata (JSON), created_at, updated_at
     sf:<gallery>:<subject>   ZSET    the subject's face ids, scored by face id
     f:<face_id>              HASH    gallery, subject_id, embedding (float32 bytes), box (JSON), branch (JSON),
-                                     created_at
+                                     created_at, thumbnail (JPEG bytes; absent when enrolled without)
     next_face_id             STRING  INCR counter of face ids
     seq                      STRING  INCR counter of change sequence numbers
     epoch                    STRING  random id written with the first change; a new one means the data was reset
@@ -53,6 +53,7 @@ from service.gallery.store import (
     StoreFull,
     StoreUnavailable,
     Subject,
+    matches,
     stored_metadata,
 )
 
@@ -186,10 +187,10 @@ class RedisStore(GalleryStore):
 
     @staticmethod
     def _subject(gallery: str, subject_id: str, row: dict[bytes, bytes], face_count: int,
-                 faces: list[FaceRecord] | None = None) -> Subject:
+                 faces: list[FaceRecord] | None = None, first_face_id: int | None = None) -> Subject:
         metadata = stored_metadata(row.get(b"metadata"), gallery, subject_id)
         return Subject(gallery, subject_id, json.loads(row[b"name"]), metadata, float(row[b"created_at"]),
-                       float(row[b"updated_at"]), faces or [], face_count)
+                       float(row[b"updated_at"]), faces or [], face_count, first_face_id)
 
     # -- interface -----------------------------------------------------------------------------------------
     def ping(self) -> None:
@@ -231,6 +232,9 @@ class RedisStore(GalleryStore):
                                            ("HGET", self._k("gallery_embedder"), gallery))
         return created is not None, embedder.decode() if embedder is not None else None
 
+    def create_gallery(self, gallery: str, embedder: str | None) -> bool:
+        return self._write("create", gallery, repr(time.time()), embedder or "") == b"1"
+
     def delete_gallery(self, gallery: str) -> list[int] | None:
         return _ids(self._write("del_gallery", gallery))
 
@@ -245,7 +249,7 @@ class RedisStore(GalleryStore):
             box = [round(float(v), 2) for v in face.box] if face.box is not None else None
             boxes.append(box)
             face_args += [np.asarray(face.embedding, dtype=np.float32).tobytes(), json.dumps(box),
-                          json.dumps(face.branch)]
+                          json.dumps(face.branch), face.thumbnail or b""]
         check = [embedder.name, "1" if embedder.extends_unrecorded else "0"] if embedder else ["", "0"]
         result = self._write("add", gallery, subject_id, *self._subject_args(name, metadata), repr(now), len(faces),
                              *check, *face_args)
@@ -281,19 +285,53 @@ class RedisStore(GalleryStore):
                 return None
             ids = [int(f) for f in face_ids]
             faces = self._face_records(ids) if with_faces else []
-        return self._subject(gallery, subject_id, row, len(faces) if with_faces else len(ids), faces)
+        return self._subject(gallery, subject_id, row, len(faces) if with_faces else len(ids), faces,
+                             ids[0] if ids else None)
 
-    def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
+    def _subject_ids(self, gallery: str, cursor: str | None, limit: int, query: str | None) -> list[str]:
+        """Up to `limit` subject ids after `cursor`, in id order; with `query` (case-folded), only those that
+        match it. A search reads the names of the gallery's subjects in chunks until the page is full: its cost
+        grows with the gallery, which suits a console's search box."""
+        key = self._k("g", gallery, "subjects")
+        if not query:
+            return [s.decode() for s in self._r.zrangebylex(key, f"({cursor}" if cursor else "-", "+", start=0,
+                                                            num=limit)]
+        found: list[str] = []
+        after = cursor
+        while len(found) < limit:
+            chunk = [s.decode() for s in self._r.zrangebylex(key, f"({after}" if after else "-", "+", start=0,
+                                                             num=CHUNK)]
+            if not chunk:
+                break
+            pipe = self._r.pipeline(transaction=False)
+            for subject_id in chunk:
+                pipe.hget(self._k("s", gallery, subject_id), "name")
+            for subject_id, name in zip(chunk, pipe.execute(), strict=True):
+                if name is not None and matches(query, subject_id, json.loads(name)):
+                    found.append(subject_id)
+            after = chunk[-1]
+        return found[:limit]
+
+    def list_subjects(self, gallery: str, cursor: str | None, limit: int, query: str | None = None
+                      ) -> tuple[list[Subject], str | None]:
         with self._guard():
-            ids = [s.decode() for s in self._r.zrangebylex(
-                self._k("g", gallery, "subjects"), f"({cursor}" if cursor else "-", "+", start=0, num=limit + 1)]
+            ids = self._subject_ids(gallery, cursor, limit + 1, query.casefold() if query else None)
             rows = self._read(*[command for subject_id in ids[:limit]
                                 for command in (("HGETALL", self._k("s", gallery, subject_id)),
-                                                ("ZCARD", self._k("sf", gallery, subject_id)))])
-        subjects = [self._subject(gallery, subject_id, self._hash(rows[2 * i]), int(rows[2 * i + 1]))
-                    for i, subject_id in enumerate(ids[:limit]) if rows[2 * i]]
+                                                ("ZCARD", self._k("sf", gallery, subject_id)),
+                                                ("ZRANGE", self._k("sf", gallery, subject_id), 0, 0))])
+        subjects = [self._subject(gallery, subject_id, self._hash(rows[3 * i]), int(rows[3 * i + 1]),
+                                  first_face_id=int(rows[3 * i + 2][0]) if rows[3 * i + 2] else None)
+                    for i, subject_id in enumerate(ids[:limit]) if rows[3 * i]]
         next_cursor = ids[limit - 1] if len(ids) > limit else None
         return subjects, next_cursor
+
+    def get_thumbnail(self, gallery: str, subject_id: str, face_id: int) -> tuple[bool, bytes | None]:
+        with self._guard():
+            owner_gallery, owner, jpeg = self._r.hmget(self._k("f", face_id), ["gallery", "subject_id", "thumbnail"])
+        if owner_gallery is None or owner is None or owner_gallery.decode() != gallery or owner.decode() != subject_id:
+            return False, None
+        return True, jpeg
 
     def update_subject(
         self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None

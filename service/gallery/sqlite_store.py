@@ -32,6 +32,7 @@ from service.gallery.store import (
     StoreFull,
     StoreUnavailable,
     Subject,
+    matches,
     stored_metadata,
 )
 
@@ -63,6 +64,10 @@ CREATE TABLE IF NOT EXISTS faces (
     FOREIGN KEY (gallery, subject_id) REFERENCES subjects(gallery, subject_id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS faces_by_subject ON faces(gallery, subject_id);
+CREATE TABLE IF NOT EXISTS thumbnails (
+    face_id INTEGER PRIMARY KEY REFERENCES faces(face_id) ON DELETE CASCADE,
+    jpeg BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -73,11 +78,11 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 
-# `probe_write` commits a row of this size and deletes it in the same transaction: 16 pages, more than an
-# enrolment of 16 photos writes (a face is a 512-byte embedding, its row and its change-feed row), so that "the
-# probe fits" means "an enrolment fits". Its table is created by the first probe: opening a store on a full disk
-# writes nothing.
-PROBE_BYTES = 64 * 1024
+# `probe_write` commits a row of this size and deletes it in the same transaction: more than an enrolment of 16
+# photos writes (a face is a 512-byte embedding, a thumbnail of at most ~8 KiB, its rows and its change-feed row),
+# so that "the probe fits" means "an enrolment fits". Its table is created by the first probe: opening a store on a
+# full disk writes nothing.
+PROBE_BYTES = 192 * 1024
 PROBE_SQL = "CREATE TABLE IF NOT EXISTS write_probe (pad BLOB NOT NULL)"
 
 
@@ -105,6 +110,7 @@ class SqliteStore(GalleryStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.create_function("subject_matches", 3, matches, deterministic=True)
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(galleries)")}
         if "embedder" not in columns:  # a store made before galleries recorded their embedder
@@ -171,10 +177,11 @@ class SqliteStore(GalleryStore):
         return SqliteStore._Txn(self)
 
     @staticmethod
-    def _subject(row: tuple[Any, ...], face_count: int = 0, faces: list[FaceRecord] | None = None) -> Subject:
+    def _subject(row: tuple[Any, ...], face_count: int = 0, faces: list[FaceRecord] | None = None,
+                 first_face_id: int | None = None) -> Subject:
         gallery, subject_id, name, metadata, created, updated = row
         return Subject(gallery, subject_id, name, stored_metadata(metadata, gallery, subject_id), created, updated,
-                       faces or [], face_count)
+                       faces or [], face_count, first_face_id)
 
     @staticmethod
     def _face(row: tuple[Any, ...]) -> FaceRecord:
@@ -217,6 +224,12 @@ class SqliteStore(GalleryStore):
     def gallery_embedder(self, gallery: str) -> tuple[bool, str | None]:
         rows = self._query("SELECT embedder FROM galleries WHERE name = ?", (gallery,))
         return (True, rows[0][0]) if rows else (False, None)
+
+    def create_gallery(self, gallery: str, embedder: str | None) -> bool:
+        with self._txn() as db:
+            cur = db.execute("INSERT OR IGNORE INTO galleries(name, created_at, embedder) VALUES (?, ?, ?)",
+                             (gallery, time.time(), embedder))
+            return cur.rowcount == 1
 
     def delete_gallery(self, gallery: str) -> list[int] | None:
         with self._txn() as db:
@@ -265,6 +278,8 @@ class SqliteStore(GalleryStore):
                     (gallery, subject_id, blob, box, face.branch, now),
                 )
                 face_id = int(cur.lastrowid or 0)
+                if face.thumbnail is not None:
+                    db.execute("INSERT INTO thumbnails(face_id, jpeg) VALUES (?, ?)", (face_id, face.thumbnail))
                 db.execute("INSERT INTO changes(kind, gallery, face_id, subject_id) VALUES ('add', ?, ?, ?)",
                            (gallery, face_id, subject_id))
                 records.append(FaceRecord(face_id, gallery, subject_id, json.loads(box) if box else None,
@@ -300,7 +315,7 @@ class SqliteStore(GalleryStore):
                 (gallery, subject_id),
             ).fetchall()
         ]
-        return self._subject(row, len(faces), faces if with_faces else [])
+        return self._subject(row, len(faces), faces if with_faces else [], faces[0].face_id if faces else None)
 
     def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None:
         with self._lock:
@@ -309,16 +324,25 @@ class SqliteStore(GalleryStore):
             except sqlite3.OperationalError as exc:
                 raise self._failure(exc) from exc
 
-    def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
+    def list_subjects(self, gallery: str, cursor: str | None, limit: int, query: str | None = None
+                      ) -> tuple[list[Subject], str | None]:
+        search = " AND subject_matches(?, s.subject_id, s.name)" if query else ""
         rows = self._query(
             "SELECT s.gallery, s.subject_id, s.name, s.metadata, s.created_at, s.updated_at,"
-            " (SELECT COUNT(*) FROM faces f WHERE f.gallery = s.gallery AND f.subject_id = s.subject_id)"
-            " FROM subjects s WHERE s.gallery = ? AND s.subject_id > ? ORDER BY s.subject_id LIMIT ?",
-            (gallery, cursor or "", limit + 1),
+            " (SELECT COUNT(*) FROM faces f WHERE f.gallery = s.gallery AND f.subject_id = s.subject_id),"
+            " (SELECT MIN(face_id) FROM faces f WHERE f.gallery = s.gallery AND f.subject_id = s.subject_id)"
+            f" FROM subjects s WHERE s.gallery = ? AND s.subject_id > ?{search} ORDER BY s.subject_id LIMIT ?",
+            (gallery, cursor or "", *([query.casefold()] if query else []), limit + 1),
         )
-        subjects = [self._subject(tuple(r[:6]), r[6]) for r in rows[:limit]]
+        subjects = [self._subject(tuple(r[:6]), r[6], first_face_id=r[7]) for r in rows[:limit]]
         next_cursor = subjects[-1].subject_id if len(rows) > limit else None
         return subjects, next_cursor
+
+    def get_thumbnail(self, gallery: str, subject_id: str, face_id: int) -> tuple[bool, bytes | None]:
+        rows = self._query("SELECT t.jpeg FROM faces f LEFT JOIN thumbnails t ON t.face_id = f.face_id"
+                           " WHERE f.face_id = ? AND f.gallery = ? AND f.subject_id = ?",
+                           (face_id, gallery, subject_id))
+        return (True, rows[0][0]) if rows else (False, None)
 
     def update_subject(
         self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None

@@ -46,6 +46,7 @@ class Subject:
     updated_at: float
     faces: list[FaceRecord] = field(default_factory=list)
     face_count: int = 0
+    first_face_id: int | None = None  # the subject's oldest face (its thumbnail stands for the subject)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class NewFace:
     embedding: np.ndarray
     box: list[float] | None = None
     branch: str | None = None
+    thumbnail: bytes | None = None  # a small JPEG of the aligned face, kept with it (`ANYFACE_THUMBNAILS`)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,10 @@ class GalleryStore(ABC):
         """Whether the gallery exists and the embedder recorded for it (one cheap lookup, no counting)."""
 
     @abstractmethod
+    def create_gallery(self, gallery: str, embedder: str | None) -> bool:
+        """Create an empty gallery that records `embedder`; False (nothing written) when it already exists."""
+
+    @abstractmethod
     def delete_gallery(self, gallery: str) -> list[int] | None:
         """Delete a gallery and everything in it; return the removed face ids (None if it did not exist)."""
 
@@ -169,8 +175,14 @@ class GalleryStore(ABC):
     def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None: ...
 
     @abstractmethod
-    def list_subjects(self, gallery: str, cursor: str | None, limit: int) -> tuple[list[Subject], str | None]:
-        """Subjects ordered by id after `cursor`; the next cursor, or None at the end."""
+    def list_subjects(self, gallery: str, cursor: str | None, limit: int, query: str | None = None
+                      ) -> tuple[list[Subject], str | None]:
+        """Subjects ordered by id after `cursor` (with `query`: those whose id or name contains it, ignoring
+        case: `matches`); the next cursor, or None at the end."""
+
+    @abstractmethod
+    def get_thumbnail(self, gallery: str, subject_id: str, face_id: int) -> tuple[bool, bytes | None]:
+        """Whether the subject has that face, and the face's thumbnail (None when it was enrolled without)."""
 
     @abstractmethod
     def update_subject(
@@ -215,6 +227,12 @@ class GalleryStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+def matches(query: str, subject_id: str, name: str | None) -> bool:
+    """The subject search rule of every store: `query` (already case-folded) is part of the case-folded id or
+    name."""
+    return query in subject_id.casefold() or (name is not None and query in name.casefold())
 
 
 def stored_metadata(text: Any, gallery: str, subject_id: str) -> dict[str, Any]:

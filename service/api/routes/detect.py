@@ -1,4 +1,4 @@
-"""`POST /v1/detect`: every face with box, landmarks, score and size."""
+"""`POST /v1/detect`: every face with box, landmarks, score, size, quality and the branch it would be embedded by."""
 
 from __future__ import annotations
 
@@ -27,4 +27,4 @@ async def detect(
     result = await core.recognition.detect(UploadImage(image, core.settings.decode.max_image_bytes, "image"),
                                            overrides(min_face_size, det_score_threshold, max_faces))
     return DetectResponse(image=ImageSize(width=result.width, height=result.height),
-                          faces=[FaceOut.of(f, embedded=False) for f in result.faces], rotation=result.rotation)
+                          faces=[FaceOut.of(f) for f in result.faces], rotation=result.rotation)

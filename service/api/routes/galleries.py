@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 
 from service.api.auth import authorize, caller_key
 from service.api.context import core_of
-from service.api.openapi import errors
+from service.api.openapi import THUMBNAIL, errors
 from service.api.params import (
     MAX_COUNT,
     MAX_FACE_SIZE,
@@ -69,6 +69,19 @@ async def list_galleries(request: Request) -> GalleryList:
     return GalleryList(galleries=[GalleryOut.of(v) for v in views])
 
 
+@router.put("/v1/galleries/{gallery}", response_model=GalleryOut, status_code=201,
+            responses={200: {"model": GalleryOut, "description": "the gallery existed already: answered as it is"},
+                       **errors(401, 403, 422, 503)})
+async def create_gallery(request: Request, response: Response, gallery: GalleryName) -> GalleryOut:
+    """Create an empty gallery for the embedder this service runs (enrolment also creates one on its first
+    face)."""
+    authorize(request, gallery, write=True)
+    view, created = await core_of(request).galleries.create_gallery(gallery)
+    if not created:
+        response.status_code = 200
+    return GalleryOut.of(view)
+
+
 @router.get("/v1/galleries/{gallery}", response_model=GalleryOut, responses=errors(401, 403, 404, 422, 503))
 async def get_gallery(request: Request, gallery: GalleryName) -> GalleryOut:
     authorize(request, gallery, write=False)
@@ -89,9 +102,11 @@ async def list_subjects(
     gallery: GalleryName,
     cursor: str | None = Query(None, max_length=128, description="next_cursor of the previous page"),
     limit: int = Query(100, ge=1, le=MAX_COUNT, description="page size, at most page_size_max"),
+    q: str | None = Query(None, max_length=128, description="only subjects whose id or name contains this, ignoring "
+                                                            "case (the cursor pages through the matches)"),
 ) -> SubjectPage:
     authorize(request, gallery, write=False)
-    subjects, next_cursor = await core_of(request).galleries.list_subjects(gallery, cursor, limit)
+    subjects, next_cursor = await core_of(request).galleries.list_subjects(gallery, cursor, limit, q)
     return SubjectPage(subjects=[SubjectOut.of(s) for s in subjects], next_cursor=next_cursor)
 
 
@@ -117,6 +132,15 @@ async def delete_subject(request: Request, gallery: GalleryName, subject_id: Sub
     authorize(request, gallery, write=True)
     await core_of(request).galleries.delete_subject(gallery, subject_id)
     return Deleted()
+
+
+@router.get("/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}/thumbnail", response_class=Response,
+            responses=THUMBNAIL)
+async def face_thumbnail(request: Request, gallery: GalleryName, subject_id: SubjectId, face_id: FaceId) -> Response:
+    """The face's aligned crop as it was enrolled (kept while `ANYFACE_THUMBNAILS` is on)."""
+    authorize(request, gallery, write=False)
+    jpeg = await core_of(request).galleries.thumbnail(gallery, subject_id, face_id)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.delete("/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}", response_model=Deleted,
