@@ -10,7 +10,7 @@ EXTRAS ?= serve,dev,train,bench,load
 export ANYFACE_MODEL_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared/models),)
 export ANYFACE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: serve test install models system-deps triton-venv branches branches-ci lint bench bench-tiny bench-index bench-cpu load train export evaluate variants clean fuzz
+.PHONY: serve test install models system-deps console-shots triton-venv branches branches-ci lint bench bench-tiny bench-index bench-cpu load train export evaluate variants clean fuzz
 
 $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS)): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,12 +32,13 @@ serve:
 	$(MAKE) models EXTRAS=serve
 	$(PY) -m service
 
-# redis-server (store tests) and promtool (deployment checks) come from Debian packages
+# redis-server (store tests), promtool (deployment checks) and chromium (the console's browser tests) come from
+# Debian packages
 system-deps:
-	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null; then \
+	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends redis-server prometheus \
-	    >/dev/null || echo "warning: could not install redis-server/prometheus; their tests will skip"; \
+	    chromium >/dev/null || echo "warning: could not install redis-server/prometheus/chromium; their tests will skip"; \
 	fi
 
 triton-venv: .venv-triton/.bootstrapped
@@ -124,3 +125,8 @@ variants: install
 
 clean:
 	rm -rf $(VENV) .venv-triton .pytest_cache .mypy_cache .ruff_cache
+
+# The web console's screenshots for the README and docs/console.md: its browser tests, writing into docs/console/
+console-shots: install system-deps
+	$(PY) -m service.models fetch
+	ANYFACE_CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest -q -s tests/console

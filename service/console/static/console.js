@@ -35,7 +35,7 @@ function show(title, ...content) {
   for (const url of state.blobs) URL.revokeObjectURL(url);
   state.blobs = [];
   const m = main();
-  m.replaceChildren(h("h1", {}, title), ...content);
+  m.replaceChildren(h("h1", {}, title), ...content.filter((c) => c !== null && c !== undefined && c !== false));
   document.title = `${title} · AnyFace console`;
 }
 
@@ -424,7 +424,7 @@ function enrolPanel(gallery, subject, afterEnrol = null) {
   h("h2", {}, subject ? "Add photos" : "Enrol a subject"),
   subject ? null : h("div", { class: "row" }, field("Subject id", sid, "letters, digits, . _ : @ -"), field("Name", name)),
   dropZone("Drop photos here, or choose them:", addFiles, { multiple: true, id: "enrol-photos" }),
-  h("label", { class: "row" }, multiple, "Enrol the largest face of photos that show several"),
+  h("label", { class: "check" }, multiple, "Enrol the largest face of photos that show several"),
   previews,
   h("div", { class: "row" }, commit, h("button", { type: "button", onclick: () => {
     items = []; previews.replaceChildren(); summary.replaceChildren(); refresh();
@@ -526,7 +526,7 @@ async function identifyScreen() {
   show("Identify",
     h("p", {}, "Who is in this photo? Every face is searched in the gallery and shown with its best candidates."),
     h("div", { class: "row" }, field("Gallery", select), field("Candidates per face", topK),
-      h("label", { class: "row" }, every, "Every face, not only the largest")),
+      h("label", { class: "check" }, every, "Every face, not only the largest")),
     dropZone("Drop a photo here, or choose one:", run, { id: "identify-photo" }), out);
 }
 
