@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, FilePayload, Page, ViewportSize, sync_p
 from tests.conftest import ServiceProcess, lfw_photo
 from tests.images import blank, side_by_side
 
-ADMIN_KEY, VIEWER_KEY = "admin-key-for-console", "viewer-key-for-console"
+ADMIN_KEY, VIEWER_KEY, SCOPED_KEY = "admin-key-for-console", "viewer-key-for-console", "scoped-key-for-console"
 PERSON_A, PERSON_B = "Aaron_Peirsol", "Abdullah_Gul"  # peopleDevTest people with 3+ photos
 FACES = "canvas.photo, img.thumb, .face-card img"
 NARROW: ViewportSize = {"width": 360, "height": 740}
@@ -48,7 +48,8 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def service(model_dir: Path, lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     store = tmp_path_factory.mktemp("console-store") / "gallery.sqlite3"
-    keys = [{"key": ADMIN_KEY, "name": "operator"}, {"key": VIEWER_KEY, "name": "auditor", "read_only": True}]
+    keys = [{"key": ADMIN_KEY, "name": "operator"}, {"key": VIEWER_KEY, "name": "auditor", "read_only": True},
+            {"key": SCOPED_KEY, "name": "team", "galleries": ["audit"]}]
     proc = ServiceProcess({"ANYFACE_STORE": f"sqlite:///{store}", "ANYFACE_API_KEYS": json.dumps(keys)})
     proc.start(timeout=120)
     yield proc
@@ -261,6 +262,23 @@ def test_console_end_to_end(service: ServiceProcess, page: Page, lfw_dir: Path, 
     p.locator("#subjects").wait_for()
     shot(p, shots, "gallery-phone")
 
+    # a gallery is deleted after a confirmation; cancelling keeps it
+    p.goto(url + "/ui/#/galleries")
+    p.get_by_label("Gallery name").fill("scratch")
+    p.get_by_role("button", name="Create gallery").click()
+    p.get_by_role("heading", name="scratch").wait_for()
+    p.get_by_role("link", name="Galleries").click()
+    p.get_by_role("button", name="Delete gallery scratch").click()
+    p.locator("dialog#confirm").get_by_role("button", name="Cancel").click()
+    assert p.get_by_role("link", name="scratch").is_visible()
+    p.get_by_role("button", name="Delete gallery scratch").click()
+    assert "Delete gallery scratch with its 0 subjects" in p.locator("dialog#confirm").inner_text()
+    p.locator("dialog#confirm").get_by_role("button", name="Delete").click()
+    p.get_by_text("Gallery scratch deleted.").wait_for()
+    assert p.get_by_role("link", name="scratch").count() == 0
+    with service.client(headers={"X-API-Key": ADMIN_KEY}) as admin:
+        assert admin.get("/v1/galleries/scratch").status_code == 404
+
     # sign-out forgets the key
     p.set_viewport_size({"width": 1200, "height": 900})
     p.get_by_role("button", name="Sign out").click()
@@ -300,6 +318,16 @@ def test_read_only_key_sees_but_cannot_write(service: ServiceProcess, page: Page
     assert status == 403
     assert service.client(headers={"X-API-Key": ADMIN_KEY}).get(
         "/v1/galleries/audit/subjects/person-a").json()["face_count"] == 2
+
+    # a key for some galleries sees only those, and may write there
+    p.get_by_role("button", name="Sign out").click()
+    sign_in(p, service.url, SCOPED_KEY)
+    assert "galleries: audit" in p.locator("#who").inner_text()
+    listed = [p.locator("main tbody tr td a").nth(i).inner_text() for i in range(p.locator("main tbody tr").count())]
+    assert listed == ["audit"]
+    assert p.get_by_role("button", name="Delete gallery audit").is_enabled()
+    p.get_by_role("link", name="audit").click()
+    p.locator("#enrol").wait_for()
 
 
 def test_gallery_of_ten_thousand_subjects(model_dir: Path, browser: Browser, tmp_path: Path, shots: Path,
