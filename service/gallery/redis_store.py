@@ -67,8 +67,10 @@ _UNAVAILABLE_REPLIES = ("LOADING", "MISCONF", "OOM", "READONLY", "MASTERDOWN", "
 _UNAVAILABLE_ERRORS = (redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError,
                        redis.exceptions.MasterDownError)
 _OUT_OF_MEMORY = getattr(redis.exceptions, "OutOfMemoryError", ())  # redis-py >= 4.4; the stubs lack it
-# `probe_write` sets (and deletes) a value of this size.
-PROBE_BYTES = 4096
+# `probe_write` sets (and deletes) a value of this size: about what an enrolment of a few photos writes (a face is
+# ~2 KiB with its records and feed entry, plus its thumbnail of ~3-4 KiB), so that "the probe fits" means "an
+# enrolment fits" once Redis has refused a write for lack of memory.
+PROBE_BYTES = 16 * 1024
 # Several read commands as one script: atomic like MULTI/EXEC, but a script that only reads runs when Redis is out
 # of memory, where Redis refuses every MULTI. ARGV: for each command, its number of words, then the words.
 _READ_SCRIPT = """
