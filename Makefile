@@ -58,8 +58,8 @@ fuzz: install
 	$(PY) -m tests.fuzz.run --requests $(FUZZ_REQUESTS) --doc docs/reliability.md
 
 lint: install
-	$(VENV)/bin/ruff check service training bench evaluation tests deploy
-	$(VENV)/bin/mypy service training bench evaluation
+	$(VENV)/bin/ruff check service training bench evaluation tests deploy client
+	$(VENV)/bin/mypy service training bench evaluation client
 
 bench: install
 	$(PY) -m service.models fetch

@@ -124,11 +124,14 @@ class FaceRecordOut(BaseModel):
     created_at: float
     quality: float | None = Field(
         None, description="the face's quality when it was enrolled: in the enrolment answer only (not stored)")
+    source: str | None = Field(None, description="the id of the photo it was enrolled from, when one was sent")
+    duplicate: bool = Field(False, description="in an enrolment answer: this photo's source was enrolled for the "
+                                               "subject before, so nothing was added for it")
 
     @classmethod
     def of(cls, record: FaceRecord, quality: float | None = None) -> FaceRecordOut:
         return cls(face_id=record.face_id, box=record.box, branch=record.branch, created_at=record.created_at,
-                   quality=quality)
+                   quality=quality, source=record.source, duplicate=record.existing)
 
 
 class SubjectOut(BaseModel):

@@ -14,8 +14,9 @@ built from whatever the store holds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -53,6 +54,7 @@ from service.metrics import stage
 from service.settings import Settings
 
 MAX_FACE_ID = 2**63 - 1  # face ids are positive signed 64-bit integers in every store
+SOURCE_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")  # a photo's id: printable ASCII, no space (a sha256 fits)
 
 
 def encode_thumbnail(crop: np.ndarray, quality: int) -> bytes:
@@ -85,7 +87,8 @@ class GalleryView:
 class Enrolment:
     subject: Subject
     faces: list[FaceRecord]
-    qualities: list[float] = field(default_factory=list)  # of the enrolled faces, in order (not stored)
+    qualities: list[float | None] = field(default_factory=list)  # of the faces, in order (None: not analysed)
+    added: int = 0  # faces written by this enrolment (the others were there already: their source was known)
 
 
 class Galleries:
@@ -136,10 +139,13 @@ class Galleries:
     # -- enrolment ------------------------------------------------------------------------------------------
     async def enroll(self, gallery: str, subject_id: str, images: Sequence[ImageSource], name: str | None = None,
                      metadata: dict[str, Any] | None = None, allow_multiple: bool = False,
-                     overrides: FilterOverrides | None = None) -> Enrolment:
+                     overrides: FilterOverrides | None = None, sources: Sequence[str] | None = None) -> Enrolment:
         """Create the gallery and subject when new and add one face per photo, all or nothing: every photo is
         checked (exactly one face, or its main face with `allow_multiple`; its quality at least `min_quality`,
-        the request's or the configured one), and the name and metadata, before anything is written."""
+        the request's or the configured one), and the name and metadata, before anything is written.
+
+        `sources` (one per image) makes enrolment idempotent: a photo whose source the subject already has is
+        neither analysed nor added again; its stored face comes back, marked `existing`."""
         if not images:
             raise InvalidParameter("images: at least one file is required", code="missing_field")
         if len(images) > self.settings.max_images_per_request:
@@ -147,16 +153,22 @@ class Galleries:
                                    code="too_many_images")
         name = check_name(name, self.limits)
         metadata = check_metadata(metadata, self.limits)
+        given = self._check_sources(sources, len(images))
         exists, recorded = await to_thread.run_sync(self._store.gallery_embedder, gallery)
         if exists:  # refused before the photos are analysed; the store checks again as it writes
             self._require_compatible(gallery, recorded)
+        known: dict[str, FaceRecord] = {}
+        if exists and any(given):
+            known = await to_thread.run_sync(self._store.find_sources, gallery, subject_id, [s for s in given if s])
         o = overrides or FilterOverrides()
         flt = FaceFilter.of(self.settings.detection, o.min_face_size, o.score_threshold)
         minimum = self.settings.min_quality if o.min_quality is None else o.min_quality
         new_faces: list[NewFace] = []
-        qualities: list[float] = []
+        qualities: list[float | None] = []
         thumbnail_size = self.settings.thumbnail_size if self.settings.thumbnails else None
-        for image in images:
+        for image, source in zip(images, given, strict=True):
+            if source is not None and source in known:
+                continue
             result = await self.pipeline.analyze(await image.read(), image.field, flt, thumbnail=thumbnail_size)
             metrics.FACES_PER_REQUEST.labels("enroll").observe(len(result.faces))
             if not result.faces:
@@ -170,13 +182,37 @@ class Galleries:
             thumbnail = (encode_thumbnail(result.thumbnail, self.settings.thumbnail_quality)
                          if result.thumbnail is not None else None)
             new_faces.append(NewFace(face.embedding, [float(v) for v in face.face.box], face.branch,  # type: ignore[arg-type]
-                                     thumbnail))
-        try:
-            subject, records = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
-                                                        new_faces, self.embedder)
-        except EmbedderConflict as exc:
-            raise embedder_mismatch(gallery, exc.recorded, self.embedder.name) from exc
-        return Enrolment(self._shown(subject), records, qualities)
+                                     thumbnail, source))
+        if new_faces or name is not None or metadata is not None:
+            try:
+                subject, written = await to_thread.run_sync(self.manager.enroll, gallery, subject_id, name, metadata,
+                                                            new_faces, self.embedder)
+            except EmbedderConflict as exc:
+                raise embedder_mismatch(gallery, exc.recorded, self.embedder.name) from exc
+        else:  # every photo was enrolled before: nothing to write
+            subject, written = await self.require_subject(gallery, subject_id, with_faces=False), []
+        fresh, quality_of = iter(written), iter(qualities)
+        records: list[FaceRecord] = []
+        shown_qualities: list[float | None] = []
+        for source in given:
+            if source is not None and source in known:
+                records.append(replace(known[source], existing=True))
+                shown_qualities.append(None)
+            else:
+                records.append(next(fresh))
+                shown_qualities.append(next(quality_of))
+        return Enrolment(self._shown(subject), records, shown_qualities, sum(not r.existing for r in records))
+
+    @staticmethod
+    def _check_sources(sources: Sequence[str] | None, count: int) -> list[str | None]:
+        if not sources:
+            return [None] * count
+        if len(sources) != count:
+            raise InvalidParameter(f"sources: one per image, in order ({len(sources)} for {count} images)")
+        for source in sources:
+            if not SOURCE_PATTERN.fullmatch(source):
+                raise InvalidParameter("sources: each is 1 to 128 printable ASCII characters without spaces")
+        return list(sources)
 
     # -- queries --------------------------------------------------------------------------------------------
     def _view(self, info: GalleryInfo) -> GalleryView:

@@ -179,11 +179,13 @@ class GalleryManager:
     def enroll(self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None,
                faces: list[NewFace], embedder: EmbedderCheck | None = None) -> tuple[Subject, list[FaceRecord]]:
         subject, records = self.store.add_faces(gallery, subject_id, name, metadata, faces, embedder)
+        added = [(r, f) for r, f in zip(records, faces, strict=True) if not r.existing]
         with self._apply_lock:
             index = self._index(gallery, create=True)
             assert index is not None
-            index.add([r.face_id for r in records], [subject_id] * len(records),
-                      np.vstack([f.embedding for f in faces]))
+            if added:
+                index.add([r.face_id for r, _ in added], [subject_id] * len(added),
+                          np.vstack([f.embedding for _, f in added]))
             self._update_gauges(gallery)
         return subject, records
 

@@ -40,8 +40,9 @@ return finish('1')
 
 # ARGV[5] gallery, [6] subject, [7] '1' to set the name, [8] name JSON, [9] '1' to set metadata, [10] metadata JSON,
 # [11] now, [12] face count, [13] embedder ('' for no check), [14] '1' when it may extend an unrecorded gallery,
-# then (embedding, box JSON, branch JSON, thumbnail JPEG or '') per face. Returns "id,id,...", or
-# "!<recorded embedder>" (nothing written) when the gallery was filled by another embedder.
+# then (embedding, box JSON, branch JSON, thumbnail JPEG or '', source or '') per face. Returns "id,id,...", where
+# "=id" is the subject's existing face of that source (not added again), or "!<recorded embedder>" (nothing written)
+# when the gallery was filled by another embedder.
 _ADD_FACES = _PRELUDE + """
 local gallery, sid, now = ARGV[5], ARGV[6], ARGV[11]
 local n = tonumber(ARGV[12])
@@ -70,16 +71,27 @@ if ARGV[7] == '1' then redis.call('HSET', skey, 'name', ARGV[8], 'updated_at', n
 if ARGV[9] == '1' then redis.call('HSET', skey, 'metadata', ARGV[10], 'updated_at', now); changed = true end
 if changed and created == 0 then log('update', gallery, 0, sid) end
 local ids = {}
+local srckey = p .. 'src:' .. gallery .. ':' .. sid
 for i = 0, n - 1 do
-  local fid = redis.call('INCR', p .. 'next_face_id')
-  local fkey = p .. 'f:' .. fid
-  redis.call('HSET', fkey, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[15 + 4 * i],
-             'box', ARGV[16 + 4 * i], 'branch', ARGV[17 + 4 * i], 'created_at', now)
-  if ARGV[18 + 4 * i] ~= '' then redis.call('HSET', fkey, 'thumbnail', ARGV[18 + 4 * i]) end
-  redis.call('ZADD', p .. 'sf:' .. gallery .. ':' .. sid, fid, fid)
-  redis.call('SADD', p .. 'g:' .. gallery .. ':faces', fid)
-  log('add', gallery, fid, sid)
-  ids[#ids + 1] = fid
+  local source = ARGV[19 + 5 * i]
+  local have = source ~= '' and redis.call('HGET', srckey, source)
+  if have then
+    ids[#ids + 1] = '=' .. have
+  else
+    local fid = redis.call('INCR', p .. 'next_face_id')
+    local fkey = p .. 'f:' .. fid
+    redis.call('HSET', fkey, 'gallery', gallery, 'subject_id', sid, 'embedding', ARGV[15 + 5 * i],
+               'box', ARGV[16 + 5 * i], 'branch', ARGV[17 + 5 * i], 'created_at', now)
+    if ARGV[18 + 5 * i] ~= '' then redis.call('HSET', fkey, 'thumbnail', ARGV[18 + 5 * i]) end
+    if source ~= '' then
+      redis.call('HSET', fkey, 'source', source)
+      redis.call('HSET', srckey, source, fid)
+    end
+    redis.call('ZADD', p .. 'sf:' .. gallery .. ':' .. sid, fid, fid)
+    redis.call('SADD', p .. 'g:' .. gallery .. ':faces', fid)
+    log('add', gallery, fid, sid)
+    ids[#ids + 1] = fid
+  end
 end
 return finish(table.concat(ids, ','))
 """
@@ -109,7 +121,7 @@ for _, fid in ipairs(fids) do
   redis.call('SREM', p .. 'g:' .. gallery .. ':faces', fid)
   log('remove', gallery, fid, sid)
 end
-redis.call('DEL', fkey, skey)
+redis.call('DEL', fkey, skey, p .. 'src:' .. gallery .. ':' .. sid)
 redis.call('ZREM', p .. 'g:' .. gallery .. ':subjects', sid)
 return finish(table.concat(fids, ','))
 """
@@ -119,6 +131,8 @@ _DELETE_FACE = _PRELUDE + """
 local gallery, sid, fid = ARGV[5], ARGV[6], ARGV[7]
 local fkey = p .. 'sf:' .. gallery .. ':' .. sid
 if not redis.call('ZSCORE', fkey, fid) then return finish('-') end
+local source = redis.call('HGET', p .. 'f:' .. fid, 'source')
+if source then redis.call('HDEL', p .. 'src:' .. gallery .. ':' .. sid, source) end
 redis.call('DEL', p .. 'f:' .. fid)
 redis.call('ZREM', fkey, fid)
 redis.call('SREM', p .. 'g:' .. gallery .. ':faces', fid)
@@ -137,7 +151,7 @@ for _, sid in ipairs(subjects) do
   for _, fid in ipairs(redis.call('ZRANGE', fkey, 0, -1)) do
     removed[#removed + 1] = {tonumber(fid), sid}
   end
-  redis.call('DEL', fkey, p .. 's:' .. gallery .. ':' .. sid)
+  redis.call('DEL', fkey, p .. 's:' .. gallery .. ':' .. sid, p .. 'src:' .. gallery .. ':' .. sid)
 end
 table.sort(removed, function(a, b) return a[1] < b[1] end)
 local ids = {}

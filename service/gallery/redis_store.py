@@ -11,7 +11,9 @@ Key layout (prefix `anyface:` by default, `?prefix=...` in the URL changes it):
     s:<gallery>:<subject>    HASH    name (JSON), metadata (JSON), created_at, updated_at
     sf:<gallery>:<subject>   ZSET    the subject's face ids, scored by face id
     f:<face_id>              HASH    gallery, subject_id, embedding (float32 bytes), box (JSON), branch (JSON),
-                                     created_at, thumbnail (JPEG bytes; absent when enrolled without)
+                                     created_at, thumbnail (JPEG bytes; absent when enrolled without),
+                                     source (the photo's id, when given)
+    src:<gallery>:<subject>  HASH    source -> face id: at most one face per source and subject
     next_face_id             STRING  INCR counter of face ids
     seq                      STRING  INCR counter of change sequence numbers
     epoch                    STRING  random id written with the first change; a new one means the data was reset
@@ -31,6 +33,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -251,15 +254,24 @@ class RedisStore(GalleryStore):
             box = [round(float(v), 2) for v in face.box] if face.box is not None else None
             boxes.append(box)
             face_args += [np.asarray(face.embedding, dtype=np.float32).tobytes(), json.dumps(box),
-                          json.dumps(face.branch), face.thumbnail or b""]
+                          json.dumps(face.branch), face.thumbnail or b"", face.source or ""]
         check = [embedder.name, "1" if embedder.extends_unrecorded else "0"] if embedder else ["", "0"]
         result = self._write("add", gallery, subject_id, *self._subject_args(name, metadata), repr(now), len(faces),
                              *check, *face_args)
         if result.startswith(b"!"):
             raise EmbedderConflict(gallery, result[1:].decode() or None)
-        face_ids = _ids(result) or []
-        records = [FaceRecord(face_id, gallery, subject_id, box, face.branch, now)
-                   for face_id, box, face in zip(face_ids, boxes, faces, strict=True)]
+        items = (_text(result) or "").split(",") if result else []
+        existing_ids = [int(item[1:]) for item in items if item.startswith("=")]
+        with self._guard():
+            stored = {r.face_id: r for r in self._face_records(existing_ids)}
+        records = []
+        for item, box, face in zip(items, boxes, faces, strict=True):
+            if item.startswith("="):
+                known = stored.get(int(item[1:]))
+                records.append(replace(known, existing=True) if known is not None else
+                               FaceRecord(int(item[1:]), gallery, subject_id, box, face.branch, now, face.source, True))
+            else:
+                records.append(FaceRecord(int(item), gallery, subject_id, box, face.branch, now, face.source))
         subject = self.get_subject(gallery, subject_id, with_faces=False)
         if subject is None:  # deleted by another client right after: report what was written
             meta = metadata or {}
@@ -269,13 +281,14 @@ class RedisStore(GalleryStore):
     def _face_records(self, face_ids: list[int]) -> list[FaceRecord]:
         pipe = self._r.pipeline(transaction=False)
         for face_id in face_ids:
-            pipe.hmget(self._k("f", face_id), ["gallery", "subject_id", "box", "branch", "created_at"])
+            pipe.hmget(self._k("f", face_id), ["gallery", "subject_id", "box", "branch", "created_at", "source"])
         records = []
-        for face_id, (gallery, subject_id, box, branch, created) in zip(face_ids, pipe.execute(), strict=True):
+        for face_id, (gallery, subject_id, box, branch, created, source) in zip(face_ids, pipe.execute(),
+                                                                                   strict=True):
             if gallery is None:
                 continue  # removed meanwhile
             records.append(FaceRecord(face_id, gallery.decode(), subject_id.decode(), json.loads(box),
-                                      json.loads(branch), float(created)))
+                                      json.loads(branch), float(created), _text(source)))
         return records
 
     def get_subject(self, gallery: str, subject_id: str, with_faces: bool = True) -> Subject | None:
@@ -327,6 +340,14 @@ class RedisStore(GalleryStore):
                     for i, subject_id in enumerate(ids[:limit]) if rows[3 * i]]
         next_cursor = ids[limit - 1] if len(ids) > limit else None
         return subjects, next_cursor
+
+    def find_sources(self, gallery: str, subject_id: str, sources: list[str]) -> dict[str, FaceRecord]:
+        if not sources:
+            return {}
+        with self._guard():
+            fids = self._r.hmget(self._k("src", gallery, subject_id), sources)
+            records = self._face_records([int(f) for f in fids if f is not None])
+        return {r.source: r for r in records if r.source is not None}
 
     def get_thumbnail(self, gallery: str, subject_id: str, face_id: int) -> tuple[bool, bytes | None]:
         with self._guard():

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS faces (
     box TEXT,
     branch TEXT,
     created_at REAL NOT NULL,
+    source TEXT,
     FOREIGN KEY (gallery, subject_id) REFERENCES subjects(gallery, subject_id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS faces_by_subject ON faces(gallery, subject_id);
@@ -115,6 +116,10 @@ class SqliteStore(GalleryStore):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(galleries)")}
         if "embedder" not in columns:  # a store made before galleries recorded their embedder
             self._db.execute("ALTER TABLE galleries ADD COLUMN embedder TEXT")
+        if "source" not in {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}:  # before sources
+            self._db.execute("ALTER TABLE faces ADD COLUMN source TEXT")
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS faces_by_source ON faces(gallery, subject_id, source)"
+                         " WHERE source IS NOT NULL")
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _failure(self, exc: sqlite3.Error) -> StoreUnavailable:
@@ -183,10 +188,13 @@ class SqliteStore(GalleryStore):
         return Subject(gallery, subject_id, name, stored_metadata(metadata, gallery, subject_id), created, updated,
                        faces or [], face_count, first_face_id)
 
+    FACE_COLUMNS = "face_id, gallery, subject_id, box, branch, created_at, source"
+
     @staticmethod
-    def _face(row: tuple[Any, ...]) -> FaceRecord:
-        face_id, gallery, subject_id, box, branch, created = row
-        return FaceRecord(face_id, gallery, subject_id, json.loads(box) if box else None, branch, created)
+    def _face(row: tuple[Any, ...], existing: bool = False) -> FaceRecord:
+        face_id, gallery, subject_id, box, branch, created, source = row
+        return FaceRecord(face_id, gallery, subject_id, json.loads(box) if box else None, branch, created, source,
+                          existing)
 
     # -- interface -----------------------------------------------------------------------------------------
     def ping(self) -> None:
@@ -270,12 +278,18 @@ class SqliteStore(GalleryStore):
             )
             self._set_fields(db, gallery, subject_id, name, metadata, now)
             for face in faces:
+                if face.source is not None:
+                    row = db.execute(f"SELECT {self.FACE_COLUMNS} FROM faces WHERE gallery = ? AND subject_id = ?"
+                                     " AND source = ?", (gallery, subject_id, face.source)).fetchone()
+                    if row is not None:
+                        records.append(self._face(row, existing=True))
+                        continue
                 box = json.dumps([round(float(v), 2) for v in face.box]) if face.box is not None else None
                 blob = np.asarray(face.embedding, dtype=np.float32).tobytes()
                 cur = db.execute(
-                    "INSERT INTO faces(gallery, subject_id, embedding, box, branch, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (gallery, subject_id, blob, box, face.branch, now),
+                    "INSERT INTO faces(gallery, subject_id, embedding, box, branch, created_at, source)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (gallery, subject_id, blob, box, face.branch, now, face.source),
                 )
                 face_id = int(cur.lastrowid or 0)
                 if face.thumbnail is not None:
@@ -283,7 +297,7 @@ class SqliteStore(GalleryStore):
                 db.execute("INSERT INTO changes(kind, gallery, face_id, subject_id) VALUES ('add', ?, ?, ?)",
                            (gallery, face_id, subject_id))
                 records.append(FaceRecord(face_id, gallery, subject_id, json.loads(box) if box else None,
-                                          face.branch, now))
+                                          face.branch, now, face.source))
             subject = self._get_subject(db, gallery, subject_id, with_faces=False)
         assert subject is not None
         return subject, records
@@ -310,8 +324,7 @@ class SqliteStore(GalleryStore):
         faces = [
             self._face(r)
             for r in db.execute(
-                "SELECT face_id, gallery, subject_id, box, branch, created_at FROM faces"
-                " WHERE gallery = ? AND subject_id = ? ORDER BY face_id",
+                f"SELECT {self.FACE_COLUMNS} FROM faces WHERE gallery = ? AND subject_id = ? ORDER BY face_id",
                 (gallery, subject_id),
             ).fetchall()
         ]
@@ -337,6 +350,14 @@ class SqliteStore(GalleryStore):
         subjects = [self._subject(tuple(r[:6]), r[6], first_face_id=r[7]) for r in rows[:limit]]
         next_cursor = subjects[-1].subject_id if len(rows) > limit else None
         return subjects, next_cursor
+
+    def find_sources(self, gallery: str, subject_id: str, sources: list[str]) -> dict[str, FaceRecord]:
+        if not sources:
+            return {}
+        marks = ",".join("?" * len(sources))
+        rows = self._query(f"SELECT {self.FACE_COLUMNS} FROM faces WHERE gallery = ? AND subject_id = ?"
+                           f" AND source IN ({marks})", (gallery, subject_id, *sources))
+        return {r[6]: self._face(tuple(r)) for r in rows}
 
     def get_thumbnail(self, gallery: str, subject_id: str, face_id: int) -> tuple[bool, bytes | None]:
         rows = self._query("SELECT t.jpeg FROM faces f LEFT JOIN thumbnails t ON t.face_id = f.face_id"

@@ -34,6 +34,8 @@ class FaceRecord:
     box: list[float] | None
     branch: str | None
     created_at: float
+    source: str | None = None  # the client's id of the photo it came from (e.g. its sha256), when given
+    existing: bool = False  # in an `add_faces` answer: the subject had a face of this source already (not added)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class NewFace:
     box: list[float] | None = None
     branch: str | None = None
     thumbnail: bytes | None = None  # a small JPEG of the aligned face, kept with it (`ANYFACE_THUMBNAILS`)
+    source: str | None = None  # the photo's id: a subject holds at most one face per source (idempotent enrolment)
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ class GalleryStore(ABC):
     ) -> tuple[Subject, list[FaceRecord]]:
         """Create the gallery and subject when new, update name/metadata when given, add the faces: one transaction.
 
+        A face whose `source` the subject already has is not added: its stored record comes back with
+        `existing=True` (so a retried or resumed enrolment adds each photo once).
+
         With `embedder`, a new gallery records `embedder.name`, and a gallery filled by another embedder (or an
         unrecorded one, unless `embedder.extends_unrecorded`) raises `EmbedderConflict` before anything is
         written."""
@@ -179,6 +185,10 @@ class GalleryStore(ABC):
                       ) -> tuple[list[Subject], str | None]:
         """Subjects ordered by id after `cursor` (with `query`: those whose id or name contains it, ignoring
         case: `matches`); the next cursor, or None at the end."""
+
+    @abstractmethod
+    def find_sources(self, gallery: str, subject_id: str, sources: list[str]) -> dict[str, FaceRecord]:
+        """The subject's faces enrolled from any of these sources, by source."""
 
     @abstractmethod
     def get_thumbnail(self, gallery: str, subject_id: str, face_id: int) -> tuple[bool, bytes | None]:

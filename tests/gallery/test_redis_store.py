@@ -367,7 +367,7 @@ def test_redis_feed_publishes_renames_and_writes_are_atomic(redis_server: _Redis
 def test_redis_retried_write_is_applied_once(redis_server: _RedisServer) -> None:
     store = RedisStore(_redis_url(redis_server))
     args = [store.prefix, "token-1", "epoch", 1000, "g", "alice", "0", "null", "0", "{}", "1.0", 1,
-            "mobilefacenet@test", "1", _vec(1).tobytes(), "null", "null", b""]
+            "mobilefacenet@test", "1", _vec(1).tobytes(), "null", "null", b"", b""]
     first = store._scripts["add"](args=args)
     second = store._scripts["add"](args=args)  # the same operation sent again after a lost reply
     assert first == second == b"1"

@@ -46,18 +46,26 @@ async def enroll(
     det_score_threshold: float | None = Form(None, ge=0, le=1, allow_inf_nan=False),
     min_quality: float | None = Form(None, ge=0, le=1, allow_inf_nan=False,
                                      description=MIN_QUALITY_HELP + " (every photo's face must reach it)"),
+    sources: list[str] | None = Form(
+        None, description="one per image, in order: the photo's id (e.g. its sha256, 1-128 printable ASCII). A "
+        "photo whose source this subject already has is not enrolled again: its face is answered with "
+        "`duplicate: true`, so a retried or resumed enrolment adds each photo once"),
+    response: Response = None,  # type: ignore[assignment]
 ) -> EnrollResponse:
     authorize(request, gallery, write=True)
     core = core_of(request)
     limit = core.settings.decode.max_image_bytes
-    sources = [UploadImage(upload, limit, f"images[{i}]") for i, upload in enumerate(images or [])]
-    enrolment = await core.galleries.enroll(gallery, subject_id, sources, name,
+    uploads = [UploadImage(upload, limit, f"images[{i}]") for i, upload in enumerate(images or [])]
+    enrolment = await core.galleries.enroll(gallery, subject_id, uploads, name,
                                             parse_metadata(metadata, core.settings.max_json_body_bytes)
-                                            if sources else None, allow_multiple,
-                                            overrides(min_face_size, det_score_threshold, min_quality=min_quality))
-    qualities: list[float | None] = [*enrolment.qualities] or [None] * len(enrolment.faces)
+                                            if uploads else None, allow_multiple,
+                                            overrides(min_face_size, det_score_threshold, min_quality=min_quality),
+                                            sources)
+    if enrolment.added == 0:
+        response.status_code = 200  # every photo was enrolled before: nothing was added
     return EnrollResponse(subject=SubjectOut.of(enrolment.subject),
-                          faces=[FaceRecordOut.of(r, q) for r, q in zip(enrolment.faces, qualities, strict=True)])
+                          faces=[FaceRecordOut.of(r, q) for r, q in zip(enrolment.faces, enrolment.qualities,
+                                                                        strict=True)])
 
 
 @router.get("/v1/galleries", response_model=GalleryList, responses=errors(401, 503))
