@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -105,3 +105,24 @@ class AnyFace:
 
     def delete_gallery(self, gallery: str) -> None:
         self.call("DELETE", f"/v1/galleries/{gallery}")
+
+    def export(self, gallery: str, out: IO[bytes]) -> int:
+        """Stream a gallery's export into `out`; the bytes written."""
+        written = 0
+        try:
+            with self.http.stream("GET", f"/v1/galleries/{gallery}/export") as response:
+                if not response.is_success:
+                    response.read()
+                    error = response.json()["error"]
+                    raise ApiError(response.status_code, str(error["code"]), str(error["message"]))
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"{self.http.base_url}: {exc}") from exc
+        return written
+
+    def import_chunk(self, gallery: str, data: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("POST", f"/v1/galleries/{gallery}/import",
+                                           files={"file": ("gallery.jsonl", data, "application/x-ndjson")})
+        return result

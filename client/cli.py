@@ -157,6 +157,18 @@ def cmd_galleries(client: AnyFace, args: argparse.Namespace) -> int:
     if not args.name:
         print(f"anyface galleries {args.action} NAME", file=sys.stderr)
         return USAGE
+    if args.action == "export":
+        out = Path(args.output or f"{args.name}.jsonl")
+        with out.open("wb") as f:
+            size = client.export(args.name, f)
+        last = out.read_bytes()[-200:].strip().splitlines()[-1:] if size else []
+        if not last or json.loads(last[0]).get("kind") != "end":
+            print(f"anyface: the export of {args.name} was cut off; {out} is incomplete", file=sys.stderr)
+            return UNREACHABLE
+        print(f"exported {args.name} to {out} ({size / 1e6:.1f} MB)", file=sys.stderr)
+        return OK
+    if args.action == "import":
+        return _import(client, args)
     if args.action == "show":
         gallery = client.gallery(args.name)
         if args.json:
@@ -170,6 +182,39 @@ def cmd_galleries(client: AnyFace, args: argparse.Namespace) -> int:
         return USAGE
     client.delete_gallery(args.name)
     print(f"deleted gallery {args.name}", file=sys.stderr)
+    return OK
+
+
+def _import(client: AnyFace, args: argparse.Namespace) -> int:
+    """Send an export in requests of at most `--chunk-mb`, each its header, a run of subject lines and an end line
+    (an import adds nothing twice, so a failed run can simply be repeated)."""
+    source = Path(args.file or f"{args.name}.jsonl")
+    limit = int(args.chunk_mb * 1024 * 1024)
+    totals = {"subjects": 0, "faces_added": 0, "faces_existing": 0}
+    with source.open("rb") as f:
+        header = f.readline()
+        chunk: list[bytes] = []
+        size = 0
+
+        def send() -> None:
+            nonlocal chunk, size
+            if chunk:
+                end = json.dumps({"kind": "end", "subjects": len(chunk)}).encode() + b"\n"
+                answer = client.import_chunk(args.name, header + b"".join(chunk) + end)
+                for key in totals:
+                    totals[key] += answer[key]
+            chunk, size = [], 0
+
+        for line in f:
+            if line.strip() and json.loads(line).get("kind") == "end":
+                break
+            if size + len(line) > limit:
+                send()
+            chunk.append(line)
+            size += len(line)
+        send()
+    print(f"imported into {args.name}: {totals['subjects']} subjects, {totals['faces_added']} faces added, "
+          f"{totals['faces_existing']} already there", file=sys.stderr)
     return OK
 
 
@@ -214,9 +259,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="JSON Lines, one answer per photo")
     d.set_defaults(run=cmd_detect)
 
-    g = sub.add_parser("galleries", help="list, show or delete galleries")
-    g.add_argument("action", nargs="?", choices=["list", "show", "delete"], default="list")
+    g = sub.add_parser("galleries", help="list, show, delete, export or import galleries")
+    g.add_argument("action", nargs="?", choices=["list", "show", "delete", "export", "import"], default="list")
     g.add_argument("name", nargs="?")
+    g.add_argument("file", nargs="?", help="import: the export to read (default NAME.jsonl)")
+    g.add_argument("-o", "--output", help="export: the file to write (default NAME.jsonl)")
+    g.add_argument("--chunk-mb", type=float, default=32.0, help="import: MB per request (default %(default)s)")
     g.add_argument("--yes", action="store_true", help="confirm a deletion")
     g.add_argument("--json", action="store_true")
     g.set_defaults(run=cmd_galleries)

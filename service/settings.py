@@ -206,6 +206,11 @@ class Settings(BaseSettings):
         "images: only embeddings are kept then")
     thumbnail_size: int = Field(112, ge=32, le=256, description="side of a thumbnail in pixels")
     thumbnail_quality: int = Field(85, ge=30, le=95, description="JPEG quality of a thumbnail")
+    max_import_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="the largest gallery file one import request may upload (the command "
+        "line splits larger exports into several requests)")
+    max_import_line_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="the longest line of an import: one subject with its faces")
     follow_interval_s: float = Field(0.5, gt=0, description="how often the index applies the store's change feed")
 
     # server

@@ -6,8 +6,9 @@ For each HTTP request, in this order, before the body is read:
 3. beyond `max_inflight_requests` /v1 calls in progress in this worker, 503 `overloaded` with Retry-After.
 Then the body is counted while the app reads it, Content-Length or chunked: the read that passes the cap raises
 413 `request_too_large` at once (and the first read, when the Content-Length is already beyond it). The cap is the
-route's, known once the router has chosen it: `Settings.max_request_bytes` for routes that take file uploads,
-`Settings.max_json_body_bytes` for every other request. An answer that starts before the body is all in asks the
+route's, known once the router has chosen it: `Settings.max_import_bytes` for a gallery import,
+`Settings.max_request_bytes` for the other routes that take file uploads, `Settings.max_json_body_bytes` for every
+other request. An answer that starts before the body is all in asks the
 server to close the connection (`Connection: close`), so the rest is never read.
 
 It also records the request metrics (`anyface_http_requests_total`, `anyface_http_request_duration_seconds`).
@@ -45,6 +46,9 @@ def takes_files(route: object) -> bool:
     if not isinstance(route, APIRoute):
         return False
     return any(isinstance(field.field_info, params.File) for field in route.dependant.body_params)
+
+
+IMPORT_ROUTE = "/v1/galleries/{gallery}/import"
 
 
 def is_api(path: str) -> bool:
@@ -103,7 +107,7 @@ class RequestGuard:
         self.settings = settings
         self.keys = keys
         self.inflight = 0  # requests in progress in this worker (one event loop: no lock needed)
-        self.largest_body = max(settings.max_request_bytes, settings.max_json_body_bytes)
+        self.largest_body = max(settings.max_request_bytes, settings.max_json_body_bytes, settings.max_import_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -155,7 +159,10 @@ class RequestGuard:
         return None
 
     def body_cap(self, scope: Scope) -> int:
-        """`max_request_bytes` for a route that takes file uploads, `max_json_body_bytes` for anything else."""
+        """`max_import_bytes` for an import, `max_request_bytes` for another route that takes file uploads,
+        `max_json_body_bytes` for anything else."""
+        if getattr(scope.get("route"), "path", None) == IMPORT_ROUTE:
+            return self.settings.max_import_bytes
         if takes_files(scope.get("route")):
             return self.settings.max_request_bytes
         return self.settings.max_json_body_bytes

@@ -93,6 +93,13 @@ THUMBNAIL: dict[int | str, dict[str, Any]] = {
     **errors(401, 403, 404, 422, 503),
 }
 
+# A gallery export streams JSON Lines; its errors are JSON.
+EXPORT: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the gallery as JSON Lines: header, one line per subject, end line (docs/bulk.md)",
+          "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+    **errors(401, 403, 404, 422, 503),
+}
+
 METHOD_NOT_ALLOWED = {
     "description": "`method_not_allowed`: the path has no such method; `Allow` lists those it has",
     "headers": {"Allow": {"description": "the methods of the path", "schema": {"type": "string"}}},

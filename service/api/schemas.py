@@ -213,5 +213,12 @@ class KeyOut(BaseModel):
     metrics: bool = Field(description="whether it may read /metrics (a key for every gallery)")
 
 
+class ImportOut(BaseModel):
+    gallery: str
+    subjects: int = Field(description="subject lines imported")
+    faces_added: int
+    faces_existing: int = Field(description="faces the gallery had already (the same source): not added again")
+
+
 class Deleted(BaseModel):
     deleted: bool = True

@@ -17,6 +17,7 @@ from service.core.galleries import Galleries
 from service.core.pipeline import FacePipeline
 from service.core.recognition import Recognition
 from service.core.thresholds import Thresholds
+from service.core.transfer import GalleryTransfer
 from service.detection import Detector, build_detector
 from service.detection.search import FaceSearch
 from service.embedding.backend import EmbeddingBackend, OnnxRuntimeBackend, select_embedders
@@ -87,6 +88,7 @@ class Core:
     thresholds: Thresholds
     recognition: Recognition
     galleries: Galleries
+    transfer: GalleryTransfer
 
     def readiness(self) -> dict[str, bool]:
         """Each dependency's state (blocking: call from a worker thread): embedding backend up, store reachable,
@@ -129,7 +131,9 @@ def build_core(settings: Settings) -> Core:
              {r: n for r, (n, _) in backend.models.items()}, backend.name, thresholds.verify, thresholds.identify,
              galleries.embedder.name)
     recognition = Recognition(settings, pipeline, galleries, thresholds)
-    return Core(settings, backend, pipeline, manager, thresholds, recognition, galleries)
+    transfer = GalleryTransfer(manager, galleries.embedder, manager.dim, galleries.limits, settings.thumbnails,
+                               settings.max_import_line_bytes)
+    return Core(settings, backend, pipeline, manager, thresholds, recognition, galleries, transfer)
 
 
 @dataclass

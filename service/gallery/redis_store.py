@@ -53,6 +53,7 @@ from service.gallery.store import (
     GalleryStore,
     IndexedFace,
     NewFace,
+    StoredFace,
     StoreFull,
     StoreUnavailable,
     Subject,
@@ -340,6 +341,18 @@ class RedisStore(GalleryStore):
                     for i, subject_id in enumerate(ids[:limit]) if rows[3 * i]]
         next_cursor = ids[limit - 1] if len(ids) > limit else None
         return subjects, next_cursor
+
+    def subject_faces(self, gallery: str, subject_id: str) -> list[StoredFace]:
+        with self._guard():
+            ids = [int(f) for f in self._r.zrange(self._k("sf", gallery, subject_id), 0, -1)]
+            records = {r.face_id: r for r in self._face_records(ids)}
+            pipe = self._r.pipeline(transaction=False)
+            for face_id in records:
+                pipe.hmget(self._k("f", face_id), ["embedding", "thumbnail"])
+            blobs = pipe.execute()
+        return [StoredFace(record, np.frombuffer(embedding, dtype=np.float32), thumbnail)
+                for record, (embedding, thumbnail) in zip(records.values(), blobs, strict=True)
+                if embedding is not None]
 
     def find_sources(self, gallery: str, subject_id: str, sources: list[str]) -> dict[str, FaceRecord]:
         if not sources:

@@ -29,6 +29,7 @@ from service.gallery.store import (
     GalleryStore,
     IndexedFace,
     NewFace,
+    StoredFace,
     StoreFull,
     StoreUnavailable,
     Subject,
@@ -350,6 +351,13 @@ class SqliteStore(GalleryStore):
         subjects = [self._subject(tuple(r[:6]), r[6], first_face_id=r[7]) for r in rows[:limit]]
         next_cursor = subjects[-1].subject_id if len(rows) > limit else None
         return subjects, next_cursor
+
+    def subject_faces(self, gallery: str, subject_id: str) -> list[StoredFace]:
+        columns = ", ".join(f"f.{c.strip()}" for c in self.FACE_COLUMNS.split(","))
+        rows = self._query(f"SELECT {columns}, f.embedding, t.jpeg FROM faces f LEFT JOIN thumbnails t"
+                           " ON t.face_id = f.face_id WHERE f.gallery = ? AND f.subject_id = ? ORDER BY f.face_id",
+                           (gallery, subject_id))
+        return [StoredFace(self._face(tuple(r[:7])), np.frombuffer(r[7], dtype=np.float32), r[8]) for r in rows]
 
     def find_sources(self, gallery: str, subject_id: str, sources: list[str]) -> dict[str, FaceRecord]:
         if not sources:

@@ -86,6 +86,15 @@ class IndexedFace:
 
 
 @dataclass(frozen=True)
+class StoredFace:
+    """One face as a gallery export carries it: its record, embedding and thumbnail."""
+
+    record: FaceRecord
+    embedding: np.ndarray
+    thumbnail: bytes | None
+
+
+@dataclass(frozen=True)
 class EmbedderCheck:
     """The embedder of a write: `name` (`model@checksum`) and whether it may extend unrecorded galleries."""
 
@@ -185,6 +194,10 @@ class GalleryStore(ABC):
                       ) -> tuple[list[Subject], str | None]:
         """Subjects ordered by id after `cursor` (with `query`: those whose id or name contains it, ignoring
         case: `matches`); the next cursor, or None at the end."""
+
+    @abstractmethod
+    def subject_faces(self, gallery: str, subject_id: str) -> list[StoredFace]:
+        """Every face of a subject with its embedding and thumbnail, oldest first (what an export writes)."""
 
     @abstractmethod
     def find_sources(self, gallery: str, subject_id: str, sources: list[str]) -> dict[str, FaceRecord]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from anyio import to_thread
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 
 from service.api.auth import authorize, caller_key
 from service.api.context import core_of
-from service.api.openapi import THUMBNAIL, errors
+from service.api.openapi import EXPORT, THUMBNAIL, errors
 from service.api.params import (
     MAX_COUNT,
     MAX_FACE_SIZE,
@@ -24,10 +27,12 @@ from service.api.schemas import (
     FaceRecordOut,
     GalleryList,
     GalleryOut,
+    ImportOut,
     SubjectOut,
     SubjectPage,
     SubjectPatch,
 )
+from service.errors import InvalidParameter
 
 router = APIRouter(tags=["galleries"])
 
@@ -101,6 +106,34 @@ async def delete_gallery(request: Request, gallery: GalleryName) -> Deleted:
     authorize(request, gallery, write=True)
     await core_of(request).galleries.delete_gallery(gallery)
     return Deleted()
+
+
+@router.get("/v1/galleries/{gallery}/export", response_class=StreamingResponse, responses=EXPORT)
+async def export_gallery(request: Request, gallery: GalleryName) -> StreamingResponse:
+    """Every subject, its metadata and faces (box, embedding, thumbnail) and the embedder, as JSON Lines, streamed:
+    a backup, or the way to another store (docs/bulk.md)."""
+    authorize(request, gallery, write=False)
+    core = core_of(request)
+    await core.galleries.get_gallery(gallery)  # 404 before the stream starts
+    return StreamingResponse(iterate_in_threadpool(core.transfer.export_lines(gallery)),
+                             media_type="application/x-ndjson",
+                             headers={"Content-Disposition": f'attachment; filename="{gallery}.jsonl"'})
+
+
+@router.post("/v1/galleries/{gallery}/import", response_model=ImportOut,
+             responses=errors(400, 401, 403, 409, 413, 422, 503))
+async def import_gallery(request: Request, gallery: GalleryName,
+                         file: UploadFile | None = File(None, description="an export (JSON Lines), whole or a run of "
+                                                                          "its subject lines after its header")
+                         ) -> ImportOut:
+    """Import an export into a new or existing gallery, refusing one made by another embedder (409); importing the
+    same file again adds nothing twice."""
+    authorize(request, gallery, write=True)
+    if file is None:
+        raise InvalidParameter("file: an export is required", code="missing_field")
+    result = await to_thread.run_sync(core_of(request).transfer.import_file, gallery, file.file)
+    return ImportOut(gallery=gallery, subjects=result.subjects, faces_added=result.faces_added,
+                     faces_existing=result.faces_existing)
 
 
 @router.get("/v1/galleries/{gallery}/subjects", response_model=SubjectPage,
