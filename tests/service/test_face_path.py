@@ -347,14 +347,14 @@ class CountingPath(FacePath):
         self.most = 0
         self._lock = threading.Lock()
 
-    def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True
+    def analyze(self, data: bytes, field: str, flt: FaceFilter, align: bool = True, thumbnail: int | None = None
                 ) -> tuple[AnalyzedImage, list[np.ndarray]]:
         with self._lock:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
             time.sleep(0.02)
-            return super().analyze(data, field, flt, align)
+            return super().analyze(data, field, flt, align, thumbnail)
         finally:
             with self._lock:
                 self.running -= 1

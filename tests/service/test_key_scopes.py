@@ -101,6 +101,19 @@ OPS = [
     Op("delete_subject", "DELETE /v1/galleries/{gallery}/subjects/{subject_id}",
        True, True, 200,
        lambda c, g, h, f: c.delete(f"/v1/galleries/{g}/subjects/{f.victim(c, g)[0]}", headers=h)),
+    Op("me", "GET /v1/me", False, False, 200, lambda c, g, h, f: c.get("/v1/me", headers=h)),
+    Op("thumbnail", "GET /v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}/thumbnail",
+       False, True, 200,
+       lambda c, g, h, f: c.get(f"{_base(g)}/faces/{c.get(_base(g), headers=f.admin).json()['first_face_id']}"
+                                "/thumbnail", headers=h)),
+    Op("export", "GET /v1/galleries/{gallery}/export",
+       False, True, 200, lambda c, g, h, f: c.get(f"/v1/galleries/{g}/export", headers=h)),
+    Op("import", "POST /v1/galleries/{gallery}/import",  # the gallery's own export: adds nothing
+       True, True, 200,
+       lambda c, g, h, f: c.post(f"/v1/galleries/{g}/import", headers=h, files={
+           "file": ("g.jsonl", c.get(f"/v1/galleries/{g}/export", headers=f.admin).content)})),
+    Op("create_gallery", "PUT /v1/galleries/{gallery}",  # it exists: answered as it is
+       True, True, 200, lambda c, g, h, f: c.put(f"/v1/galleries/{g}", headers=h)),
     Op("delete_gallery", "DELETE /v1/galleries/{gallery}",
        True, True, 200, lambda c, g, h, f: c.delete(f"/v1/galleries/{g}", headers=h)),
 ]

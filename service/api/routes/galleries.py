@@ -38,7 +38,9 @@ router = APIRouter(tags=["galleries"])
 
 
 @router.post("/v1/galleries/{gallery}/subjects/{subject_id}/faces", status_code=201, response_model=EnrollResponse,
-             responses=errors(400, 401, 403, 404, 409, 413, 415, 422, 503, low_quality=True))
+             responses={200: {"model": EnrollResponse, "description": "every photo's source was enrolled for the "
+                                                                      "subject before: nothing was added"},
+                        **errors(400, 401, 403, 404, 409, 413, 415, 422, 503, low_quality=True)})
 async def enroll(
     request: Request,
     gallery: GalleryName,
