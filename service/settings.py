@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     verify_threshold: float | None = Field(None, description="override the calibrated threshold")
     identify_threshold: float | None = None
     max_top_k: int = Field(100, ge=1)
+    max_batch_photos: int = Field(128, ge=1, description="photos in one batch verification (POST /v1/verify/batch)")
+    max_batch_subjects: int = Field(100, ge=1, description="subjects one batch verification compares a photo with")
+    max_batch_pairs: int = Field(10_000, ge=1, description="pairs in one batch verification")
     min_quality: float = Field(
         0.2, ge=0.0, le=1.0, description="faces below this quality (service/core/quality.py, docs/quality.md) are "
         "not enrolled or searched: 422 `low_quality`; a request's `min_quality` overrides it; 0 accepts every face")

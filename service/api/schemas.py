@@ -86,6 +86,44 @@ class VerifyResponse(BaseModel):
                    face_b=FaceOut.of(v.face_b) if v.face_b is not None else None, subject=subject)
 
 
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class PhotoResult(BaseModel):
+    """One photo of a batch: its main face, or why it has none to compare."""
+
+    face: FaceOut | None = None
+    error: ErrorOut | None = None
+
+
+class ComparisonOut(BaseModel):
+    similarity: float | None = Field(None, description="null when not compared: `error` says why")
+    match: bool | None = None
+    error: ErrorOut | None = None
+
+
+class SubjectComparisonOut(ComparisonOut):
+    gallery: str
+    subject_id: str
+    name: str | None = None
+
+
+class PairOut(ComparisonOut):
+    a: int = Field(description="index into photos")
+    b: int
+
+
+class BatchVerifyResponse(BaseModel):
+    threshold: float
+    probe: FaceOut | None = Field(None, description="the main face of `image` (probe mode)")
+    photos: list[PhotoResult] = Field(description="one per photo sent, in order")
+    against_photos: list[ComparisonOut] = Field(description="probe mode: the probe against each photo, in order")
+    against_subjects: list[SubjectComparisonOut] = Field(description="probe mode: against each subject, in order")
+    pairs: list[PairOut] = Field(description="pairs mode: one per pair, in order")
+
+
 class Candidate(BaseModel):
     subject_id: str
     name: str | None

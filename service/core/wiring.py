@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import faiss
 
+from service.core.batch_verify import BatchVerifier
 from service.core.face_path import FaceFilter, FacePath
 from service.core.galleries import Galleries
 from service.core.pipeline import FacePipeline
@@ -89,6 +90,7 @@ class Core:
     recognition: Recognition
     galleries: Galleries
     transfer: GalleryTransfer
+    batch: BatchVerifier
 
     def readiness(self) -> dict[str, bool]:
         """Each dependency's state (blocking: call from a worker thread): embedding backend up, store reachable,
@@ -133,7 +135,8 @@ def build_core(settings: Settings) -> Core:
     recognition = Recognition(settings, pipeline, galleries, thresholds)
     transfer = GalleryTransfer(manager, galleries.embedder, manager.dim, galleries.limits, settings.thumbnails,
                                settings.max_import_line_bytes)
-    return Core(settings, backend, pipeline, manager, thresholds, recognition, galleries, transfer)
+    return Core(settings, backend, pipeline, manager, thresholds, recognition, galleries, transfer,
+                BatchVerifier(recognition))
 
 
 @dataclass

@@ -32,6 +32,7 @@ EXPECTED = {
     ("delete", "/v1/galleries/{gallery}/subjects/{subject_id}"): READ,
     ("delete", "/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}"): READ,
     ("get", "/v1/me"): {"401", "503"},
+    ("post", "/v1/verify/batch"): {"400", "401", "403", "413", "415", "422", "503"},
     ("put", "/v1/galleries/{gallery}"): {"401", "403", "422", "503"},
     ("get", "/v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}/thumbnail"): READ,
     ("get", "/v1/galleries/{gallery}/export"): READ,
