@@ -64,6 +64,10 @@ class FaceNotFound(ServiceError):
     code = "face_not_found"
 
 
+class JobNotFound(ServiceError):
+    code = "job_not_found"
+
+
 class ThumbnailNotFound(ServiceError):
     code = "thumbnail_not_found"
 

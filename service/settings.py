@@ -212,6 +212,16 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         256 * 1024 * 1024, gt=0, description="the largest gallery file one import request may upload (the command "
         "line splits larger exports into several requests)")
+    jobs_dir: Path = Field(Path("var/anyface/jobs"), description="bulk enrolment jobs: their archives and results "
+                           "(share it between the workers and replicas that should share jobs)")
+    max_archive_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="the largest zip one job may upload")
+    max_archive_entries: int = Field(100_000, ge=1, description="files in one job's zip, at most")
+    max_archive_uncompressed_bytes: int = Field(
+        16 * 1024 * 1024 * 1024, gt=0, description="what a job's zip entries may claim uncompressed, together (each "
+        "photo is also read at most max_image_bytes, whatever it claims)")
+    job_concurrency: int = Field(4, ge=1, description="photos a job enrols at once")
+    job_scan_interval_s: float = Field(5.0, gt=0, description="how often a worker looks for unfinished jobs (after "
+                                                              "a restart) and waits before retrying a busy service")
     max_import_line_bytes: int = Field(
         16 * 1024 * 1024, gt=0, description="the longest line of an import: one subject with its faces")
     follow_interval_s: float = Field(0.5, gt=0, description="how often the index applies the store's change feed")

@@ -16,7 +16,7 @@ from service.api.context import build_context
 from service.api.errors import install_error_handlers
 from service.api.guard import RequestGuard
 from service.api.openapi import install_openapi
-from service.api.routes import account, detect, galleries, health, identify, verify
+from service.api.routes import account, detect, galleries, health, identify, jobs, verify
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ctx = build_context(settings)
         if not keys.enabled:
             log.warning("no API keys configured: every /v1 call is allowed; bind to 127.0.0.1 only")
+        app.state.ctx.core.jobs.start()
         try:
             yield
         finally:
+            await app.state.ctx.core.jobs.stop()
             app.state.ctx.close()
 
     app = FastAPI(
@@ -45,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys  # the guard and the routes check the same keys, from start-up on
     install_error_handlers(app)
     app.add_middleware(RequestGuard, settings=settings, keys=keys)
-    for module in (health, account, detect, verify, identify, galleries):
+    for module in (health, account, detect, verify, identify, galleries, jobs):
         app.include_router(module.router)
     install_console(app, settings.console)
     install_openapi(app, settings, keys)

@@ -30,6 +30,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.SubjectNotFound: 404,
     errors.FaceNotFound: 404,
     errors.ThumbnailNotFound: 404,
+    errors.JobNotFound: 404,
     errors.InvalidParameter: 422,
     errors.InvalidMetadata: 422,
     errors.Unauthorized: 401,

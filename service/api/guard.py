@@ -7,6 +7,7 @@ For each HTTP request, in this order, before the body is read:
 Then the body is counted while the app reads it, Content-Length or chunked: the read that passes the cap raises
 413 `request_too_large` at once (and the first read, when the Content-Length is already beyond it). The cap is the
 route's, known once the router has chosen it: `Settings.max_import_bytes` for a gallery import,
+`Settings.max_archive_bytes` for a bulk enrolment job,
 `Settings.max_request_bytes` for the other routes that take file uploads, `Settings.max_json_body_bytes` for every
 other request. An answer that starts before the body is all in asks the
 server to close the connection (`Connection: close`), so the rest is never read.
@@ -49,6 +50,7 @@ def takes_files(route: object) -> bool:
 
 
 IMPORT_ROUTE = "/v1/galleries/{gallery}/import"
+JOBS_ROUTE = "/v1/galleries/{gallery}/jobs"
 
 
 def is_api(path: str) -> bool:
@@ -107,7 +109,8 @@ class RequestGuard:
         self.settings = settings
         self.keys = keys
         self.inflight = 0  # requests in progress in this worker (one event loop: no lock needed)
-        self.largest_body = max(settings.max_request_bytes, settings.max_json_body_bytes, settings.max_import_bytes)
+        self.largest_body = max(settings.max_request_bytes, settings.max_json_body_bytes, settings.max_import_bytes,
+                                settings.max_archive_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -161,8 +164,11 @@ class RequestGuard:
     def body_cap(self, scope: Scope) -> int:
         """`max_import_bytes` for an import, `max_request_bytes` for another route that takes file uploads,
         `max_json_body_bytes` for anything else."""
-        if getattr(scope.get("route"), "path", None) == IMPORT_ROUTE:
+        path = getattr(scope.get("route"), "path", None)
+        if path == IMPORT_ROUTE:
             return self.settings.max_import_bytes
+        if path == JOBS_ROUTE:
+            return self.settings.max_archive_bytes
         if takes_files(scope.get("route")):
             return self.settings.max_request_bytes
         return self.settings.max_json_body_bytes

@@ -110,6 +110,13 @@ class Galleries:
         if not await to_thread.run_sync(self.manager.has_gallery, gallery):
             raise GalleryNotFound(f"gallery {gallery!r} does not exist")
 
+    async def require_writable_by_embedder(self, gallery: str) -> None:
+        """`EmbedderMismatch` when the gallery exists and this service's embedder may not extend it (a new
+        gallery is fine)."""
+        exists, recorded = await to_thread.run_sync(self._store.gallery_embedder, gallery)
+        if exists:
+            self._require_compatible(gallery, recorded)
+
     async def require_searchable(self, gallery: str) -> None:
         """`GalleryNotFound` unless the gallery exists, `EmbedderMismatch` unless this service's embedder filled it."""
         exists, recorded = await to_thread.run_sync(self._store.gallery_embedder, gallery)

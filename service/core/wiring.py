@@ -15,6 +15,7 @@ import faiss
 from service.core.batch_verify import BatchVerifier
 from service.core.face_path import FaceFilter, FacePath
 from service.core.galleries import Galleries
+from service.core.jobs import Jobs
 from service.core.pipeline import FacePipeline
 from service.core.recognition import Recognition
 from service.core.thresholds import Thresholds
@@ -91,6 +92,7 @@ class Core:
     galleries: Galleries
     transfer: GalleryTransfer
     batch: BatchVerifier
+    jobs: Jobs
 
     def readiness(self) -> dict[str, bool]:
         """Each dependency's state (blocking: call from a worker thread): embedding backend up, store reachable,
@@ -136,7 +138,7 @@ def build_core(settings: Settings) -> Core:
     transfer = GalleryTransfer(manager, galleries.embedder, manager.dim, galleries.limits, settings.thumbnails,
                                settings.max_import_line_bytes)
     return Core(settings, backend, pipeline, manager, thresholds, recognition, galleries, transfer,
-                BatchVerifier(recognition))
+                BatchVerifier(recognition), Jobs(settings, galleries))
 
 
 @dataclass

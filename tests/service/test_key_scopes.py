@@ -7,8 +7,10 @@ success status (200, or 201 for an enrolment). Runs in process on the real model
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,20 @@ class Fixtures:
                                headers=self.admin)
         assert response.status_code == 201, response.text
         return int(response.json()["faces"][0]["face_id"])
+
+    def archive(self) -> bytes:
+        """A zip of one subject folder with the photo."""
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("zipped/1.jpg", self.photo[1])
+        return buf.getvalue()
+
+    def job(self, client: TestClient, gallery: str) -> str:
+        """A job submitted with the admin key into the gallery; its id."""
+        response = client.post(f"/v1/galleries/{gallery}/jobs", files={"archive": ("a.zip", self.archive())},
+                               headers=self.admin)
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
 
     def victim(self, client: TestClient, gallery: str) -> tuple[str, int]:
         """A subject made for one destructive call."""
@@ -108,6 +124,13 @@ OPS = [
        False, True, 200,
        lambda c, g, h, f: c.post("/v1/verify/batch", files=[("image", f.photo)], headers=h,
                                  data={"subjects": json.dumps([{"gallery": g, "subject_id": "base"}])})),
+    Op("submit_job", "POST /v1/galleries/{gallery}/jobs",
+       True, True, 202, lambda c, g, h, f: c.post(f"/v1/galleries/{g}/jobs", files={"archive": ("a.zip", f.archive())},
+                                                  headers=h)),
+    Op("get_job", "GET /v1/jobs/{job_id}",
+       False, True, 200, lambda c, g, h, f: c.get(f"/v1/jobs/{f.job(c, g)}", headers=h)),
+    Op("job_results", "GET /v1/jobs/{job_id}/results",
+       False, True, 200, lambda c, g, h, f: c.get(f"/v1/jobs/{f.job(c, g)}/results", headers=h)),
     Op("me", "GET /v1/me", False, False, 200, lambda c, g, h, f: c.get("/v1/me", headers=h)),
     Op("thumbnail", "GET /v1/galleries/{gallery}/subjects/{subject_id}/faces/{face_id}/thumbnail",
        False, True, 200,
@@ -146,7 +169,7 @@ def api(model_dir: Path, lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory
     keys = tmp / "keys.json"
     keys.write_text(json.dumps([k.model_dump() for name, k in KEYS.items() if name != "admin"]))
     settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp / 'g.sqlite3'}", api_keys=ADMIN,  # type: ignore[arg-type]
-                        api_keys_file=keys)
+                        api_keys_file=keys, jobs_dir=tmp / "jobs")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
