@@ -122,6 +122,26 @@ class AnyFace:
             raise Unreachable(f"{self.http.base_url}: {exc}") from exc
         return written
 
+    def submit_job(self, gallery: str, archive: Path, allow_multiple: bool = False) -> dict[str, Any]:
+        with archive.open("rb") as f:
+            result: dict[str, Any] = self.call("POST", f"/v1/galleries/{gallery}/jobs",
+                                               files={"archive": (archive.name, f, "application/zip")},
+                                               data={"allow_multiple": "true" if allow_multiple else "false"})
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/v1/jobs/{job_id}")
+        return result
+
+    def job_results(self, job_id: str) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = self.call("GET", f"/v1/jobs/{job_id}/results", params={"offset": offset, "limit": 1000})
+            results += page["results"]
+            offset = page["next_offset"]
+        return results
+
     def import_chunk(self, gallery: str, data: bytes) -> dict[str, Any]:
         result: dict[str, Any] = self.call("POST", f"/v1/galleries/{gallery}/import",
                                            files={"file": ("gallery.jsonl", data, "application/x-ndjson")})

@@ -86,6 +86,38 @@ def _report(summary: Summary, args: argparse.Namespace) -> None:
             print(f"... and {len(refused) - len(shown)} more (--report FILE lists them all)", file=sys.stderr)
 
 
+def cmd_job(client: AnyFace, args: argparse.Namespace) -> int:
+    """Submit a zip as a server-side job (or follow one by id) with a progress bar until it is done."""
+    import time
+
+    from tqdm import tqdm
+
+    if args.archive.suffix.lower() == ".zip":
+        job = client.submit_job(args.gallery, args.archive, args.allow_multiple)
+        print(f"job {job['job_id']}: {job['photos']} files", file=sys.stderr)
+    else:
+        job = client.job(str(args.archive))
+    bar = tqdm(total=job["photos"], unit="photo", desc=f"job {job['job_id'][:8]}", disable=args.quiet)
+    while True:
+        bar.update(job["handled"] - bar.n)
+        bar.set_postfix(enrolled=job["enrolled"], skipped=job["skipped"], refused=job["refused"], refresh=False)
+        if job["status"] in ("done", "failed") or args.no_wait:
+            break
+        time.sleep(0.5)
+        job = client.job(job["job_id"])
+    bar.close()
+    print(f"job {job['job_id']} {job['status']}: {job['enrolled']} enrolled, {job['skipped']} already enrolled, "
+          f"{job['refused']} refused of {job['photos']}" + (f"; {job['error']}" if job.get("error") else ""),
+          file=sys.stderr)
+    if args.report and job["status"] in ("done", "failed"):
+        with Path(args.report).open("w") as f:
+            for result in client.job_results(job["job_id"]):
+                f.write(json.dumps(result) + "\n")
+    if job["status"] == "failed":
+        return UNREACHABLE
+    return PARTIAL if job["refused"] else OK
+
+
 def cmd_identify(client: AnyFace, args: argparse.Namespace) -> int:
     records, missing = [], False
     for photo in _photos(args.photos):
@@ -238,6 +270,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--report", help="write every photo's result here (JSON Lines)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(run=cmd_enroll)
+
+    j = sub.add_parser("job", help="enrol a zip of subject folders as a server-side job and follow it (or follow "
+                                   "a job by id)")
+    j.add_argument("gallery")
+    j.add_argument("archive", type=Path, help="a .zip laid out like the enroll folder, or a job id to follow")
+    j.add_argument("--allow-multiple", action="store_true")
+    j.add_argument("--no-wait", action="store_true", help="submit and return")
+    j.add_argument("--report", help="write every photo's result here (JSON Lines) when it is done")
+    j.add_argument("--quiet", action="store_true")
+    j.set_defaults(run=cmd_job)
 
     i = sub.add_parser("identify", help="who is in these photos (files or folders)")
     i.add_argument("gallery")

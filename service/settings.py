@@ -212,8 +212,9 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         256 * 1024 * 1024, gt=0, description="the largest gallery file one import request may upload (the command "
         "line splits larger exports into several requests)")
-    jobs_dir: Path = Field(Path("var/anyface/jobs"), description="bulk enrolment jobs: their archives and results "
-                           "(share it between the workers and replicas that should share jobs)")
+    jobs_dir: Path | None = Field(
+        None, description="bulk enrolment jobs: their archives and results (share it between the workers and "
+        "replicas that should share jobs); default: `jobs/` beside an SQLite store, else var/anyface/jobs")
     max_archive_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="the largest zip one job may upload")
     max_archive_entries: int = Field(100_000, ge=1, description="files in one job's zip, at most")
     max_archive_uncompressed_bytes: int = Field(
@@ -272,6 +273,15 @@ class Settings(BaseSettings):
     def session_threads(self) -> int:
         """Intra-op threads of each ONNX Runtime session."""
         return self.intra_op_threads or self.worker_threads
+
+    @property
+    def jobs_path(self) -> Path:
+        """Where jobs live: `jobs_dir`, else beside the SQLite store (a job belongs with the gallery it fills)."""
+        if self.jobs_dir is not None:
+            return self.jobs_dir
+        if self.store.startswith("sqlite:///"):
+            return Path(self.store[len("sqlite:///"):]).parent / "jobs"
+        return Path("var/anyface/jobs")
 
     @property
     def max_request_bytes(self) -> int:

@@ -66,7 +66,7 @@ class Jobs:
     def __init__(self, settings: Settings, galleries: Galleries) -> None:
         self.settings = settings
         self.galleries = galleries
-        self.root = settings.jobs_dir
+        self.root = settings.jobs_path
         self.limits = ArchiveLimits(settings.max_archive_entries, settings.max_archive_uncompressed_bytes,
                                     settings.decode.max_image_bytes)
         self._running: dict[str, asyncio.Task[None]] = {}

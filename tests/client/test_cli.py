@@ -188,3 +188,17 @@ def test_galleries_and_exit_codes(service: ServiceProcess, folder: Path, capsys:
         main(["enroll"])
     assert usage.value.code == 2
     assert httpx.get(service.url + "/healthz").status_code == 200
+
+
+def test_a_zip_as_a_server_side_job(service: ServiceProcess, folder: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    archive = Path(shutil.make_archive(str(tmp_path / "people"), "zip", folder))
+    report = tmp_path / "job.jsonl"
+    code, _, err = run(service, capsys, "job", "zipped", str(archive), "--allow-multiple", "--quiet",
+                       "--report", str(report))
+    assert code == 1, err
+    assert "24 enrolled, 0 already enrolled, 2 refused of 26" in err
+    refused = {Path(r["name"]).name: r["code"] for r in map(json.loads, report.read_text().splitlines())
+               if r["status"] == "refused"}
+    assert refused == {"wall.png": "no_face", "notes.jpg": "invalid_image"}
+    assert faces_in(service, "zipped") == 24
