@@ -133,6 +133,9 @@ class Enroller:
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending:  # requests in flight when stopped: they finished, so count them
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    summary.results += future.result()
             bar.close()
             summary.seconds = time.perf_counter() - started
         return summary
