@@ -59,8 +59,8 @@ LABEL org.opencontainers.image.title="anyface-api" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 anyface \
     && useradd --system --uid 10001 --gid anyface --home-dir /app --no-create-home --shell /usr/sbin/nologin anyface \
-    && mkdir -p /app /var/anyface \
-    && chown anyface:anyface /var/anyface
+    && mkdir -p /app /var/anyface/jobs \
+    && chown -R anyface:anyface /var/anyface
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=models /models /app/models
 WORKDIR /app
