@@ -11,14 +11,12 @@ total size are bounded before anything is enrolled.
 
 from __future__ import annotations
 
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from service.core.galleries import SUBJECT_ID
 from service.errors import InvalidParameter
-
-SUBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 
 class InvalidArchive(InvalidParameter):

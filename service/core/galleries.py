@@ -54,6 +54,7 @@ from service.metrics import stage
 from service.settings import Settings
 
 MAX_FACE_ID = 2**63 - 1  # face ids are positive signed 64-bit integers in every store
+SUBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # the API's subject id rule (api/params.py)
 SOURCE_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")  # a photo's id: printable ASCII, no space (a sha256 fits)
 
 

@@ -21,7 +21,6 @@ import base64
 import binascii
 import json
 import math
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from service.core.galleries import SOURCE_PATTERN, embedder_mismatch
+from service.core.galleries import SOURCE_PATTERN, SUBJECT_ID, embedder_mismatch
 from service.core.metadata import SubjectLimits, check_metadata, check_name
 from service.errors import InvalidParameter
 from service.gallery.manager import GalleryManager
@@ -37,7 +36,6 @@ from service.gallery.store import EmbedderCheck, EmbedderConflict, NewFace, Stor
 
 FORMAT = "anyface-gallery/1"
 PAGE = 200
-SUBJECT_ID = r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}"
 MAX_THUMBNAIL_BYTES = 64 * 1024
 
 
@@ -170,7 +168,7 @@ class GalleryTransfer:
     def _subject(self, entry: dict[str, Any], number: int, origin: str
                  ) -> tuple[str, str | None, dict[str, Any] | None, list[NewFace]]:
         subject_id = entry.get("subject_id")
-        if not isinstance(subject_id, str) or not re.fullmatch(SUBJECT_ID, subject_id):
+        if not isinstance(subject_id, str) or not SUBJECT_ID.fullmatch(subject_id):
             raise InvalidImport(f"line {number}: subject_id must be 1-128 letters, digits, . _ : @ -")
         try:
             name = check_name(entry.get("name"), self.limits)
