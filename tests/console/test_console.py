@@ -144,6 +144,7 @@ def test_console_end_to_end(service: ServiceProcess, page: Page, lfw_dir: Path, 
     p.get_by_label("Gallery name").fill("people")
     p.get_by_role("button", name="Create gallery").click()
     p.get_by_role("heading", name="people").wait_for()
+    p.locator("#enrol").wait_for()  # the page has loaded (its heading shows while it loads)
     assert "0 subjects" in p.locator("main").inner_text()
 
     # enrol two people by drag and drop; refused photos say why before anything is written
