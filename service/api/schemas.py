@@ -104,10 +104,18 @@ class ComparisonOut(BaseModel):
     error: ErrorOut | None = None
 
 
+class FaceSimilarity(BaseModel):
+    face_id: int
+    similarity: float
+
+
 class SubjectComparisonOut(ComparisonOut):
+    """`similarity` is the best of the subject's faces (as verify-against-subject answers); `faces` has each."""
+
     gallery: str
     subject_id: str
     name: str | None = None
+    faces: list[FaceSimilarity] = Field(default_factory=list, description="every enrolled face's similarity")
 
 
 class PairOut(ComparisonOut):

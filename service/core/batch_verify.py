@@ -37,6 +37,7 @@ class Compared:
     similarity: float | None  # None: not compared (`error` says why)
     error: ServiceError | None = None
     name: str | None = None  # a subject's name
+    faces: tuple[tuple[int, float], ...] = ()  # a subject: (face id, similarity) of each enrolled face
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,10 @@ class BatchVerifier:
                 raise
             return Compared(None, exc)
 
-        def best() -> float:
-            enrolled = galleries.subject_embeddings(gallery, subject_id)
-            return float((enrolled @ face.embedding).max()) if len(enrolled) else -1.0
+        def each() -> tuple[tuple[int, float], ...]:
+            stored = galleries.manager.store.subject_faces(gallery, subject_id)
+            return tuple((f.record.face_id, round(float(f.embedding @ face.embedding), 6)) for f in stored)
 
-        return Compared(round(await to_thread.run_sync(best), 6), name=subject.name)
+        faces = await to_thread.run_sync(each)
+        best = max((s for _, s in faces), default=-1.0)
+        return Compared(best, name=subject.name, faces=faces)

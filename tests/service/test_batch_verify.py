@@ -77,6 +77,8 @@ def test_against_subjects_equals_verify_against_subject(api: TestClient, lfw_dir
     assert [r["subject_id"] for r in results] == [*people, "nobody"]
     assert results[0]["match"] is True and results[0]["name"] == people[0]
     assert results[3]["error"]["code"] == "subject_not_found"
+    assert len(results[0]["faces"]) == 2  # every enrolled face, the best of which is the similarity
+    assert results[0]["similarity"] == max(f["similarity"] for f in results[0]["faces"])
     for person, result in zip(people, results, strict=False):
         single = api.post("/v1/verify", files=[_file(probe, "image")],
                           data={"gallery": "batch", "subject_id": person}).json()

@@ -25,6 +25,7 @@ from service.api.schemas import (
     ComparisonOut,
     ErrorOut,
     FaceOut,
+    FaceSimilarity,
     PairOut,
     PhotoResult,
     SubjectComparisonOut,
@@ -150,7 +151,8 @@ async def verify_batch(
         photos=[PhotoResult(face=FaceOut.of(o.face) if o.face is not None else None, error=_error(o.error))
                 for o in result.photos],
         against_photos=[ComparisonOut(**compared(c)) for c in result.against_photos],
-        against_subjects=[SubjectComparisonOut(gallery=g, subject_id=s, name=c.name, **compared(c))
+        against_subjects=[SubjectComparisonOut(gallery=g, subject_id=s, name=c.name, **compared(c),
+                                               faces=[FaceSimilarity(face_id=i, similarity=v) for i, v in c.faces])
                           for (g, s), c in zip(wanted, result.against_subjects, strict=True)],
         pairs=[PairOut(a=a, b=b, **compared(c)) for (a, b), c in zip(_pairs(pairs, core.settings.max_json_body_bytes),
                                                                       result.pairs, strict=True)])
