@@ -127,6 +127,24 @@ class BatchingSettings(Section):
         return self.max_batch_wait_ms / 1000.0
 
 
+class MilvusSettings(Section):
+    """Milvus as the galleries' vector engine (`vector_engine=milvus`, service/gallery/milvus.py)."""
+
+    milvus_uri: str = Field("http://127.0.0.1:19530", description="the Milvus server (or a milvus-lite file path)")
+    milvus_token: str | None = Field(None, description="user:password or an API key, when Milvus asks for one")
+    milvus_collection: str = Field("anyface_faces", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    milvus_index_type: Literal["FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"] = Field(
+        "HNSW", description="the collection's vector index (set when the collection is created)")
+    milvus_index_params: str = Field('{"M": 32, "efConstruction": 200}', description="JSON: the index's build "
+                                     "parameters (HNSW: M, efConstruction; IVF: nlist; IVF_PQ: m, nbits)")
+    milvus_search_params: str = Field('{"ef": 256}', description="JSON: search parameters (HNSW: ef; IVF: nprobe)")
+    milvus_search_factor: int = Field(4, ge=1, le=64, description="faces asked per subject wanted, so that "
+                                      "subjects with several faces still fill top_k")
+    milvus_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        "Strong", description="Strong: an enrolment is searchable in the next request, from any replica")
+    milvus_timeout_s: float = Field(10.0, gt=0, description="per Milvus call: past it, 503 vector_engine_unavailable")
+
+
 class IndexSettings(Section):
     """The FAISS index of every gallery (docs/index.md measures each choice)."""
 
@@ -162,6 +180,10 @@ class Settings(BaseSettings):
     detection: DetectionSettings = Field(default_factory=DetectionSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    vector_engine: Literal["faiss", "milvus"] = Field(
+        "faiss", description="faiss: every process holds its galleries' index (in memory, rebuilt from the store); "
+        "milvus: the index lives in Milvus (ANYFACE_MILVUS_URI), for galleries beyond one machine (docs/milvus.md)")
     triton: TritonSettings = Field(default_factory=TritonSettings)
 
     # models

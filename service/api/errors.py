@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from service import errors, metrics
-from service.gallery.store import StoreFull, StoreUnavailable
+from service.gallery.store import StoreFull, StoreUnavailable, VectorEngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
         return error_response(503, "store_unavailable", f"the gallery store is unavailable: {exc}")
+
+    @app.exception_handler(VectorEngineUnavailable)  # a StoreUnavailable too: the galleries' other half
+    async def _engine_down(_: Request, exc: VectorEngineUnavailable) -> JSONResponse:
+        return error_response(503, "vector_engine_unavailable", f"the vector engine is unavailable: {exc}")
 
     @app.exception_handler(StoreFull)  # a StoreUnavailable, told apart so that operators see what to fix
     async def _store_full(_: Request, exc: StoreFull) -> JSONResponse:

@@ -63,7 +63,8 @@ ERRORS: dict[int, dict[str, Any]] = {
     415: _error("`unsupported_image`: a decodable image in a form the service cannot turn into RGB"),
     422: _error(UNPROCESSABLE),
     503: _error("`overloaded` (too many requests or decodes in progress; retry after Retry-After), "
-                "`store_unavailable`, `storage_full`, `backend_unavailable`", headers=RETRY_AFTER),
+                "`store_unavailable`, `storage_full`, `vector_engine_unavailable`, `backend_unavailable`",
+                headers=RETRY_AFTER),
 }
 
 

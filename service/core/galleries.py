@@ -199,6 +199,8 @@ class Galleries:
                 raise embedder_mismatch(gallery, exc.recorded, self.embedder.name) from exc
         else:  # every photo was enrolled before: nothing to write
             subject, written = await self.require_subject(gallery, subject_id, with_faces=False), []
+        if known:  # a retry: make sure what the store has is searchable (an engine write may have failed)
+            await to_thread.run_sync(self.manager.ensure_indexed, gallery, [r.face_id for r in known.values()])
         fresh, quality_of = iter(written), iter(qualities)
         records: list[FaceRecord] = []
         shown_qualities: list[float | None] = []

@@ -123,8 +123,15 @@ def build_core(settings: Settings) -> Core:
                             settings.batching, settings.face_path_threads)
     trunk = backend.models[max(backend.models)][1]
     thresholds = Thresholds.of(trunk, settings.verify_threshold, settings.identify_threshold)
-    manager = GalleryManager(build_store(settings.store), trunk.embedding_size or EMBEDDING_SIZE, settings.index,
-                             settings.follow_interval_s)
+    dim = trunk.embedding_size or EMBEDDING_SIZE
+    manager: GalleryManager
+    if settings.vector_engine == "milvus":
+        from service.gallery.milvus import MilvusEngine, MilvusGalleryManager  # pymilvus only when asked for
+
+        manager = MilvusGalleryManager(build_store(settings.store), dim, settings.index,
+                                       MilvusEngine(settings.milvus, dim))
+    else:
+        manager = GalleryManager(build_store(settings.store), dim, settings.index, settings.follow_interval_s)
     try:
         manager.load()
     except Exception as exc:  # the follower retries; /readyz says false until it has loaded

@@ -189,6 +189,10 @@ class GalleryManager:
             self._update_gauges(gallery)
         return subject, records
 
+    def ensure_indexed(self, gallery: str, face_ids: list[int]) -> None:
+        """Make stored faces searchable (a retried enrolment answered from the store); this index follows the
+        store's change feed, so it has them already."""
+
     def delete_gallery(self, gallery: str) -> bool:
         removed = self.store.delete_gallery(gallery)
         if removed is None:

@@ -115,6 +115,11 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be reached; the request may be retried later."""
 
 
+class VectorEngineUnavailable(StoreUnavailable):
+    """The vector engine that indexes the galleries (Milvus) cannot be reached or refused the call; the request may
+    be retried."""
+
+
 class StoreFull(StoreUnavailable):
     """The store has no room for a write (disk full, SQLite's `max_page_count`, Redis `maxmemory`): nothing of that
     write was kept, reads still work, and writes work again once space is freed."""
