@@ -5,9 +5,6 @@ REST API on real models and LFW photos."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,32 +17,8 @@ from service.gallery.milvus import MilvusEngine, MilvusGalleryManager, repair
 from service.gallery.sqlite_store import SqliteStore
 from service.gallery.store import NewFace, VectorEngineUnavailable
 from service.settings import IndexSettings, MilvusSettings, Settings
-from tests.conftest import ManagedProcess, free_port, lfw_photo
-
-pytest.importorskip("pymilvus", reason="the milvus extra (pymilvus, milvus-lite) is installed by make test")
-DIM = 128
-
-
-class MilvusLite(ManagedProcess):
-    """`python -m milvus_lite server` on a free port, its data in `data_dir`."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir, self.port = data_dir, free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> MilvusLite:
-        self.proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir",
-                                      str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        engine = MilvusEngine(MilvusSettings(milvus_uri=self.uri, milvus_collection="probe"), DIM)
-        while True:
-            try:
-                engine.ping()
-                return self
-            except VectorEngineUnavailable:
-                assert time.monotonic() < deadline, "milvus-lite did not start"
-                time.sleep(0.2)
+from tests.conftest import lfw_photo
+from tests.milvus_server import DIM, MilvusLite
 
 
 @pytest.fixture

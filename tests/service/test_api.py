@@ -20,13 +20,27 @@ MAX_BYTES = 300_000
 MAX_PIXELS = 4_000_000
 
 
-@pytest.fixture(scope="module")
-def api(model_dir: Path, lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+@pytest.fixture(scope="module", params=["faiss", "milvus"])
+def api(request: pytest.FixtureRequest, model_dir: Path, lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[TestClient]:
+    """The API on each vector engine: the embedded FAISS index, and Milvus (a milvus-lite server)."""
     store = tmp_path_factory.mktemp("store") / "gallery.sqlite3"
-    settings = Settings(model_dir=model_dir, store=f"sqlite:///{store}", max_top_k=50,
-                        decode=DecodeLimits(max_image_bytes=MAX_BYTES, max_image_pixels=MAX_PIXELS))
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
+    engine: dict[str, object] = {}
+    milvus = None
+    if request.param == "milvus":
+        from service.settings import MilvusSettings
+        from tests.milvus_server import MilvusLite
+
+        milvus = MilvusLite(tmp_path_factory.mktemp("milvus")).start()
+        engine = {"vector_engine": "milvus", "milvus": MilvusSettings(milvus_uri=milvus.uri)}
+    settings = Settings(model_dir=model_dir, store=f"sqlite:///{store}", max_top_k=50,  # type: ignore[arg-type]
+                        decode=DecodeLimits(max_image_bytes=MAX_BYTES, max_image_pixels=MAX_PIXELS), **engine)
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            yield client
+    finally:
+        if milvus is not None:
+            milvus.stop()
 
 
 def photo(lfw: Path, name: str, number: int = 1) -> tuple[str, bytes, str]:
@@ -152,7 +166,7 @@ def test_gallery_management(api: TestClient, lfw_dir: Path) -> None:
     galleries = {g["name"]: g for g in api.get("/v1/galleries").json()["galleries"]}
     assert galleries["mgmt"]["subjects"] == 5 and galleries["mgmt"]["faces"] == 5
     info = api.get("/v1/galleries/mgmt").json()
-    assert info["index_type"] == "flat" and info["indexed_faces"] == 5
+    assert info["index_type"] in ("flat", "milvus-hnsw") and info["indexed_faces"] == 5  # per engine
     # cursor pagination visits every subject once
     seen, cursor = [], None
     while True:
