@@ -93,6 +93,11 @@ class MilvusEngine:
         for start in range(0, len(rows), BATCH):
             self._call("upsert", rows[start:start + BATCH])
 
+    def flush(self) -> None:
+        """Seal what was written, so that it is searched through the index (Milvus also does this by itself as
+        segments fill; bulk loads call it at their end)."""
+        self._call("flush")
+
     def delete(self, face_ids: list[int]) -> None:
         if face_ids:
             self._call("delete", ids=[int(f) for f in face_ids])
@@ -210,6 +215,7 @@ def repair(store: GalleryStore, engine: MilvusEngine) -> dict[str, int]:
         if len(batch) >= BATCH:
             flush()
     flush()
+    engine.flush()
     orphans = [f for f in engine.face_ids() if f not in seen]
     engine.delete(orphans)
     return {"upserted": len(seen), "removed": len(orphans)}

@@ -68,7 +68,7 @@ def _compose(*args: str, keys: str | None = TEST_KEY,
 @pytest.fixture(scope="module")
 def compose() -> dict:
     """The resolved compose model with every profile enabled."""
-    proc = _compose("--profile", "gpu", "--profile", "load", "config", "--format", "json")
+    proc = _compose("--profile", "gpu", "--profile", "load", "--profile", "milvus", "config", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -125,7 +125,7 @@ def _panels(dashboard: dict) -> list[dict]:
 # --- docker compose --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("profiles", [[], ["gpu", "load"]], ids=["default", "gpu+load"])
+@pytest.mark.parametrize("profiles", [[], ["gpu", "load"], ["milvus"]], ids=["default", "gpu+load", "milvus"])
 def test_compose_config_is_valid(profiles: list[str]) -> None:
     args = [a for p in profiles for a in ("--profile", p)]
     proc = _compose(*args, "config", "-q")
@@ -149,6 +149,10 @@ def test_compose_services_and_profiles(compose: dict) -> None:
     assert {"api", "lb", "redis", "redis-exporter", "triton", "prometheus", "grafana", "locust"} <= set(services)
     assert services["triton"].get("profiles") == ["gpu"]
     assert services["locust"].get("profiles") == ["load"]
+    for name in ("milvus", "milvus-etcd", "milvus-minio"):
+        assert services[name].get("profiles") == ["milvus"]
+    assert services["api"]["depends_on"]["milvus"] == {"condition": "service_healthy", "required": False}
+    assert services["api"]["environment"]["ANYFACE_MILVUS_URI"] == "http://milvus:19530"
     for name in ("api", "lb", "redis", "redis-exporter", "prometheus", "grafana"):
         assert not services[name].get("profiles"), f"{name} must run without a profile"
 
