@@ -138,3 +138,17 @@ def test_the_api_on_milvus(api: TestClient, milvus: MilvusLite, lfw_dir: Path) -
     assert api.post("/v1/identify", files=pacino, data={"gallery": "g"}).json()["faces"][0]["candidates"][0][
         "subject_id"] == "Al_Pacino"
     assert api.get("/v1/galleries/g").json()["faces"] == 5
+
+
+def test_a_restarted_service_searches_at_once(milvus: MilvusLite, model_dir: Path, lfw_dir: Path,
+                                              tmp_path: Path) -> None:
+    settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp_path / 'r.sqlite3'}", vector_engine="milvus",
+                        milvus=MilvusSettings(milvus_uri=milvus.uri, milvus_collection="restart"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as first:
+        assert _enrol(first, lfw_dir, "Aaron_Peirsol", [1, 2]).status_code == 201
+    with TestClient(create_app(settings), raise_server_exceptions=False) as second:  # a new process: no rebuild
+        assert second.get("/readyz").status_code == 200
+        probe = {"image": ("p.jpg", lfw_photo(lfw_dir, "Aaron_Peirsol", 3).read_bytes(), "image/jpeg")}
+        found = second.post("/v1/identify", files=probe, data={"gallery": "g"}).json()
+        assert found["faces"][0]["candidates"][0]["subject_id"] == "Aaron_Peirsol"
+        assert second.get("/v1/galleries/g").json()["indexed_faces"] == 2
