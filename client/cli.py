@@ -11,9 +11,12 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from client.api import DEFAULT_URL, AnyFace, ApiError, Unreachable
 from client.enroll import Enroller, Summary
@@ -88,10 +91,6 @@ def _report(summary: Summary, args: argparse.Namespace) -> None:
 
 def cmd_job(client: AnyFace, args: argparse.Namespace) -> int:
     """Submit a zip as a server-side job (or follow one by id) with a progress bar until it is done."""
-    import time
-
-    from tqdm import tqdm
-
     if args.archive.suffix.lower() == ".zip":
         job = client.submit_job(args.gallery, args.archive, args.allow_multiple)
         print(f"job {job['job_id']}: {job['photos']} files", file=sys.stderr)

@@ -2,8 +2,8 @@
 service process with real models, on real LFW photos.
 
 Screenshots of every screen go to `ANYFACE_CONSOLE_SCREENSHOTS` (docs/console/ when `make console-shots` runs
-this), else to the test's temporary folder. Faces are blurred in the screenshots: LFW photos are not for the
-repository.
+this), else to the test's temporary folder. Photos and thumbnails are flat grey patches in the screenshots: LFW
+faces are not for the repository.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def shot(page: Page, folder: Path, name: str) -> None:
-    """A full-page screenshot with every face blurred."""
-    page.evaluate("sel => document.querySelectorAll(sel).forEach(e => e.style.filter = 'blur(14px)')", FACES)
+    """A full-page screenshot with every photo and thumbnail turned into a flat grey patch: no face is shown."""
+    page.evaluate("sel => document.querySelectorAll(sel).forEach(e => e.style.filter = 'contrast(0)')", FACES)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     page.evaluate("sel => document.querySelectorAll(sel).forEach(e => e.style.filter = '')", FACES)
 

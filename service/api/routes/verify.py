@@ -136,10 +136,10 @@ async def verify_batch(
         authorize(request, gallery, write=False)
     if not wanted:
         authorize(request, None, write=False)
+    wanted_pairs = _pairs(pairs, core.settings.max_json_body_bytes)
     result = await core.batch.verify(
         UploadImage(image, limit, "image") if image is not None else None,
-        [UploadImage(p, limit, f"photos[{i}]") for i, p in enumerate(photos or [])], wanted,
-        _pairs(pairs, core.settings.max_json_body_bytes), threshold,
+        [UploadImage(p, limit, f"photos[{i}]") for i, p in enumerate(photos or [])], wanted, wanted_pairs, threshold,
         overrides(min_face_size, det_score_threshold, min_quality=min_quality))
 
     def compared(c: Compared) -> dict[str, Any]:
@@ -154,5 +154,4 @@ async def verify_batch(
         against_subjects=[SubjectComparisonOut(gallery=g, subject_id=s, name=c.name, **compared(c),
                                                faces=[FaceSimilarity(face_id=i, similarity=v) for i, v in c.faces])
                           for (g, s), c in zip(wanted, result.against_subjects, strict=True)],
-        pairs=[PairOut(a=a, b=b, **compared(c)) for (a, b), c in zip(_pairs(pairs, core.settings.max_json_body_bytes),
-                                                                      result.pairs, strict=True)])
+        pairs=[PairOut(a=a, b=b, **compared(c)) for (a, b), c in zip(wanted_pairs, result.pairs, strict=True)])
