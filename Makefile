@@ -73,7 +73,7 @@ bench-tiny: install
 
 bench-index: install
 	$(PY) -m bench.index
-	$(PY) -m bench.milvus_index
+	$(PY) -m bench.engines
 
 load: install system-deps
 	$(PY) -m deploy.locust.run_load

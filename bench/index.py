@@ -96,6 +96,25 @@ def distractors(real: np.ndarray, n: int, seed: int = 0, chunk: int = 200_000) -
     return out
 
 
+def drawn_queries(queries: np.ndarray, names: list[str], n: int) -> tuple[np.ndarray, list[str]]:
+    """`n` of the query embeddings, drawn at random (seed 1): the same draw for every bench of the index."""
+    pick = np.random.default_rng(1).permutation(len(queries))[:n]
+    return np.ascontiguousarray(queries[pick]), [names[i] for i in pick]
+
+
+def gallery_of_size(real: np.ndarray, real_names: list[str], all_distractors: np.ndarray, size: int,
+                    queries: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """The gallery of `size` faces (the real ones, then distractors): face ids (from 1), subjects, vectors, and
+    the face id exact inner-product search puts first for each query."""
+    vectors = np.ascontiguousarray(np.vstack([real, all_distractors[:size - len(real)]]))
+    subjects = real_names + [f"distractor-{i}" for i in range(size - len(real))]
+    ids = np.arange(size, dtype=np.int64) + 1
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    return ids, subjects, vectors, ids[exact.search(queries, 1)[1][:, 0]]
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -164,25 +183,16 @@ def run(sizes: list[int], kinds: list[str], n_queries: int, b1_queries: int, par
         threads: int, sweeps: dict[str, list[int]]) -> list[Row]:
     cores = os.cpu_count() or 1
     real, real_names, queries, q_names = real_embeddings()
-    rng = np.random.default_rng(1)
-    pick = rng.permutation(len(queries))[:n_queries]
-    queries, q_names = queries[pick], [q_names[i] for i in pick]
+    queries, q_names = drawn_queries(queries, q_names, n_queries)
     print(f"real gallery {len(real)} identities, {len(queries)} queries; {cores} cores; "
           f"BLAS threshold {faiss.cvar.distance_compute_blas_threshold}; load {os.getloadavg()}")
     all_distractors = distractors(real, max(sizes) - len(real))
     rows: list[Row] = []
     for size in sizes:
-        vectors = np.ascontiguousarray(np.vstack([real, all_distractors[: size - len(real)]]))
-        subjects = real_names + [f"distractor-{i}" for i in range(size - len(real))]
-        ids = np.arange(size, dtype=np.int64) + 1
-        exact_index = faiss.IndexFlatIP(vectors.shape[1])
-        exact_index.add(vectors)
-        faiss.omp_set_num_threads(cores)
-        exact = ids[exact_index.search(queries, 1)[1][:, 0]]
-        del exact_index
+        ids, subjects, vectors, exact = gallery_of_size(real, real_names, all_distractors, size, queries)
         for kind in tqdm(kinds, desc=f"{size:,} faces", unit="index"):
-            kind_params = (params.model_copy(update=dict(kind="ivfpq", pq_refine=0)) if kind == "ivfpq-pq"
-                           else params.model_copy(update=dict(kind=kind)))
+            kind_params = (params.model_copy(update=dict(index_type="ivfpq", pq_refine=0)) if kind == "ivfpq-pq"
+                           else params.model_copy(update=dict(index_type=kind)))
             index, built = build(kind_params, ids, subjects, vectors, cores)
             if index.kind == "flat":
                 for t in sorted({threads, cores}):
@@ -255,7 +265,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
-    params = IndexSettings(kind="flat", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction,
+    params = IndexSettings(index_type="flat", hnsw_m=args.hnsw_m, hnsw_ef_construction=args.ef_construction,
                            ivf_nlist=args.nlist, pq_m=args.pq_m, pq_refine=args.pq_refine)
     load = os.getloadavg()
     t0 = time.perf_counter()

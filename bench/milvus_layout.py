@@ -4,22 +4,22 @@ into partitions and prunes the others when a search filters on it). Both hold th
 galleries of `--per-gallery` random unit vectors; each search asks one gallery for its best 5, as identify does.
 
     python -m bench.milvus_layout                    # 100 galleries x 1,000 faces; runs/bench-milvus/layout.json
+    python -m bench.milvus_layout --uri http://milvus:19530   # on a Milvus server or cluster
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.milvus_index import _free_port
+from bench.milvus_lite import milvus_lite_server
 
 OUT = Path("runs/bench-milvus")
 
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--galleries", type=int, default=100)
     parser.add_argument("--per-gallery", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--uri", help="a running Milvus (a cluster's proxy) instead of a local milvus-lite server")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     n = args.galleries * args.per_gallery
@@ -51,46 +52,34 @@ def main(argv: list[str] | None = None) -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = [{"face_id": i, "gallery": f"g{i // args.per_gallery}", "embedding": vectors[i].tolist()} for i in range(n)]
     results: dict[str, Any] = {"galleries": args.galleries, "per_gallery": args.per_gallery, "queries": args.queries}
-    with tempfile.TemporaryDirectory(prefix="anyface-layout-") as tmp:
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", tmp, "--host",
-                                 "127.0.0.1", "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            client = None
-            for _ in range(200):
-                try:
-                    client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=5)
-                    break
-                except Exception:
-                    time.sleep(0.2)
-            assert client is not None, "milvus-lite did not start"
-            for layout, key in (("filtered field", False), ("partition key", True)):
-                name = "partition_key" if key else "filtered"
-                try:
-                    _collection(client, name, key)
-                except Exception as exc:  # an engine without partition keys says so
-                    results[layout] = {"error": str(exc)[:300]}
-                    continue
-                started = time.perf_counter()
-                for s in range(0, n, 10_000):
-                    client.insert(name, rows[s:s + 10_000])
-                client.flush(name)
-                built = time.perf_counter() - started
-                latencies = []
-                for q in range(args.queries):
-                    gallery = q % args.galleries
-                    probe = vectors[gallery * args.per_gallery + q % args.per_gallery]
-                    t = time.perf_counter()
-                    client.search(name, data=[probe.tolist()], limit=5, filter=f'gallery == "g{gallery}"',
-                                  search_params={"params": {"ef": 256}})
-                    latencies.append((time.perf_counter() - t) * 1000)
-                results[layout] = {"build_s": round(built, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 1),
-                                   "p99_ms": round(float(np.percentile(latencies, 99)), 1)}
-                print(layout, results[layout])
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    with tempfile.TemporaryDirectory(prefix="anyface-layout-") as tmp, (
+            nullcontext() if args.uri else milvus_lite_server(Path(tmp))) as server:
+        client = MilvusClient(uri=args.uri or server.uri if server else args.uri, timeout=60)
+        for name in ("filtered", "partition_key"):  # a shared server: start from nothing
+            client.drop_collection(name)
+        for layout, key in (("filtered field", False), ("partition key", True)):
+            name = "partition_key" if key else "filtered"
+            try:
+                _collection(client, name, key)
+            except Exception as exc:  # an engine without partition keys says so
+                results[layout] = {"error": str(exc)[:300]}
+                continue
+            started = time.perf_counter()
+            for s in range(0, n, 10_000):
+                client.insert(name, rows[s:s + 10_000])
+            client.flush(name)
+            built = time.perf_counter() - started
+            latencies = []
+            for q in range(args.queries):
+                gallery = q % args.galleries
+                probe = vectors[gallery * args.per_gallery + q % args.per_gallery]
+                t = time.perf_counter()
+                client.search(name, data=[probe.tolist()], limit=5, filter=f'gallery == "g{gallery}"',
+                              search_params={"params": {"ef": 256}})
+                latencies.append((time.perf_counter() - t) * 1000)
+            results[layout] = {"build_s": round(built, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+                               "p99_ms": round(float(np.percentile(latencies, 99)), 1)}
+            print(layout, results[layout])
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "layout.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results))

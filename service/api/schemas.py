@@ -216,7 +216,11 @@ class GalleryOut(BaseModel):
     subjects: int
     faces: int
     created_at: float
-    index_type: str
+    index_type: str = Field(description="the gallery's index: flat, hnsw or ivfpq in this process (FAISS), or "
+                            "milvus-<type> when Milvus is the vector engine")
+    index_params: dict[str, Any] = Field(
+        default_factory=dict, description="the index's build and search parameters (FAISS: from the settings; "
+        "Milvus: the collection's index as Milvus reports it, and the search parameters)")
     indexed_faces: int
     embedder: str | None = Field(
         None, description="the embedder that filled the gallery (`model@checksum`); only that embedder may search "
@@ -226,7 +230,8 @@ class GalleryOut(BaseModel):
     def of(cls, view: GalleryView) -> GalleryOut:
         info = view.info
         return cls(name=info.name, subjects=info.subjects, faces=info.faces, created_at=info.created_at,
-                   index_type=view.index_type, indexed_faces=view.indexed_faces, embedder=info.embedder)
+                   index_type=view.index_type, index_params=view.index_params, indexed_faces=view.indexed_faces,
+                   embedder=info.embedder)
 
 
 class GalleryList(BaseModel):

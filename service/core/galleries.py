@@ -1,6 +1,6 @@
 """Enrolment and gallery management, without HTTP: galleries, subjects and faces.
 
-Writes go through `GalleryManager` (store first, then the in-memory index); reads go to the store. A missing
+Writes go through `GalleryManager` (store first, then the vector engine); reads go to the store. A missing
 gallery or subject is told apart in one place (`require_gallery`, `require_subject`): a subject that does not
 exist in a gallery that does not exist either is `GalleryNotFound`.
 
@@ -82,6 +82,7 @@ class GalleryView:
     info: GalleryInfo
     index_type: str
     indexed_faces: int
+    index_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,8 @@ class Galleries:
 
     # -- queries --------------------------------------------------------------------------------------------
     def _view(self, info: GalleryInfo) -> GalleryView:
-        return GalleryView(info, self.manager.index_kind(info.name), self.manager.index_size(info.name))
+        return GalleryView(info, self.manager.index_kind(info.name), self.manager.index_size(info.name),
+                           self.manager.index_params(info.name))
 
     async def list_galleries(self, visible: Callable[[str], bool] | None = None) -> list[GalleryView]:
         """Every gallery (that `visible` lets the caller see)."""

@@ -24,6 +24,7 @@ from service.detection import Detector, build_detector
 from service.detection.search import FaceSearch
 from service.embedding.backend import EmbeddingBackend, OnnxRuntimeBackend, select_embedders
 from service.gallery.factory import build_store
+from service.gallery.faiss_manager import FaissGalleryManager
 from service.gallery.manager import GalleryManager, ensure_store_available
 from service.gallery.store import EmbedderCheck
 from service.landmarks.factory import build_landmark_stage
@@ -128,10 +129,9 @@ def build_core(settings: Settings) -> Core:
     if settings.vector_engine == "milvus":
         from service.gallery.milvus import MilvusEngine, MilvusGalleryManager  # pymilvus only when asked for
 
-        manager = MilvusGalleryManager(build_store(settings.store), dim, settings.index,
-                                       MilvusEngine(settings.milvus, dim))
+        manager = MilvusGalleryManager(build_store(settings.store), dim, MilvusEngine(settings.milvus, dim))
     else:
-        manager = GalleryManager(build_store(settings.store), dim, settings.index, settings.follow_interval_s)
+        manager = FaissGalleryManager(build_store(settings.store), dim, settings.index, settings.follow_interval_s)
     try:
         manager.load()
     except Exception as exc:  # the follower retries; /readyz says false until it has loaded

@@ -1,205 +1,83 @@
-"""Keeps the in-memory FAISS indexes in agreement with the durable store.
+"""What the service asks of its galleries, whatever holds their vectors: `GalleryManager`, the base of the FAISS
+manager (faiss_manager.py, an index in every process) and the Milvus one (milvus.py, the index in Milvus).
 
-Start-up loads every embedding from the store; afterwards a follower thread applies the store's change feed, so
-writes made by other processes (uvicorn workers on one SQLite file, API replicas on one Redis) become searchable
-here too. Own writes go to the store first (committed) and then to the index; applying a change twice is a no-op.
+The base owns the write order. The store is written first and committed, then the vector engine; an engine write
+is idempotent (by face id), so a change applied twice is harmless, and the store stays the source of truth.
+Subclasses say how faces enter and leave their engine and how it is searched.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import threading
-from collections import defaultdict
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
-from service import metrics
-from service.gallery.index import GalleryIndex, Hit
-from service.gallery.store import (
-    EmbedderCheck,
-    FaceRecord,
-    FeedTruncated,
-    GalleryStore,
-    IndexedFace,
-    NewFace,
-    StoreUnavailable,
-    Subject,
-)
-from service.settings import IndexSettings
-
-log = logging.getLogger(__name__)
+from service.gallery.index import Hit
+from service.gallery.store import EmbedderCheck, FaceRecord, GalleryStore, NewFace, StoreUnavailable, Subject
 
 
-class GalleryManager:
-    def __init__(self, store: GalleryStore, dim: int, params: IndexSettings, follow_interval_s: float = 0.5) -> None:
+class GalleryManager(ABC):
+    def __init__(self, store: GalleryStore, dim: int) -> None:
         self.store = store
         self.dim = dim
-        self.params = params
-        self.follow_interval_s = follow_interval_s
-        self._indexes: dict[str, GalleryIndex] = {}
-        self._apply_lock = threading.Lock()
-        self._applied_seq = 0
-        self._loaded = False
-        self._caught_up = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    # -- life cycle -----------------------------------------------------------------------------------------
-    def load(self) -> None:
-        """Build every gallery's index from a snapshot of the store, then catch up with the change feed."""
-        with self._apply_lock:
-            seq = self.store.last_seq()
-            grouped: dict[str, list[IndexedFace]] = defaultdict(list)
-            for face in self.store.iter_faces():
-                grouped[face.gallery].append(face)
-            indexes = {}
-            for gallery, faces in grouped.items():
-                index = GalleryIndex(self.dim, self.params)
-                index.add([f.face_id for f in faces], [f.subject_id for f in faces],
-                          np.vstack([f.embedding for f in faces]))
-                indexes[gallery] = index
-            self._indexes = indexes
-            self._applied_seq = seq
-        self.catch_up()
-        self._loaded = True
-        for gallery in list(self._indexes):
-            self._update_gauges(gallery)
-        log.info("gallery indexes loaded: %d galleries, %d faces", len(self._indexes),
-                 sum(len(i) for i in self._indexes.values()))
+    # -- life cycle (an engine that keeps nothing in the process needs none of it) ----------------------------
+    def load(self) -> None:  # noqa: B027  (a hook: engines that load nothing keep this)
+        """Make the galleries searchable at start-up."""
 
-    def start_following(self) -> None:
-        self._thread = threading.Thread(target=self._follow, name="gallery-follower", daemon=True)
-        self._thread.start()
+    def start_following(self) -> None:  # noqa: B027
+        """Start following other processes' writes, where the engine needs it."""
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _wait(self) -> bool:
-        """Wait until the feed may hold new changes (at most `follow_interval_s`); False once stopping."""
-        if self.ready:
-            try:  # stores that can block on their feed (Redis) wake up as soon as a change arrives
-                if self.store.wait_for_changes(self._applied_seq, self.follow_interval_s):
-                    return not self._stop.is_set()
-            except StoreUnavailable:
-                pass
-        return not self._stop.wait(self.follow_interval_s)
-
-    def _follow(self) -> None:
-        while self._wait():
-            try:
-                if not self._loaded:
-                    self.load()
-                else:
-                    self.catch_up()
-            except StoreUnavailable as exc:
-                self._caught_up = False
-                log.warning("gallery store unavailable: %s", exc)
-            except FeedTruncated as exc:  # missed changes that the feed no longer holds: rebuild from a snapshot
-                self._caught_up = False
-                self._loaded = False
-                log.warning("gallery change feed truncated (%s); reloading the indexes", exc)
-            except Exception:  # keep following whatever one round did
-                self._caught_up = False
-                log.exception("gallery follower round failed")
-
-    def catch_up(self) -> int:
-        """Apply every change newer than the last applied one; return how many were applied."""
-        applied = 0
-        with self._apply_lock:
-            while True:
-                changes = self.store.changes_since(self._applied_seq)
-                if not changes:
-                    break
-                adds = [c.face_id for c in changes if c.kind == "add"]
-                current = {f.face_id: f for f in self.store.get_faces(adds)}
-                touched: set[str] = set()
-                for change in changes:
-                    if change.kind == "add" and change.face_id in current:
-                        face = current[change.face_id]
-                        self._index(face.gallery, create=True).add(  # type: ignore[union-attr]
-                            [face.face_id], [face.subject_id], face.embedding[None, :])
-                    elif change.kind == "remove":
-                        index = self._indexes.get(change.gallery)
-                        if index is not None:
-                            index.remove([change.face_id])
-                    touched.add(change.gallery)
-                self._applied_seq = changes[-1].seq
-                applied += len(changes)
-                for gallery in touched:
-                    self._drop_if_gone(gallery)
-                    self._update_gauges(gallery)
-        self._caught_up = True
-        return applied
+    def stop(self) -> None:  # noqa: B027
+        """Stop what `start_following` started."""
 
     @property
+    @abstractmethod
     def ready(self) -> bool:
-        return self._loaded and self._caught_up
+        """Whether searches answer from an engine that holds every acknowledged face."""
 
-    @property
-    def applied_seq(self) -> int:
-        return self._applied_seq
+    # -- what the engine does -----------------------------------------------------------------------------------
+    @abstractmethod
+    def _index_enrolled(self, gallery: str, subject_id: str, records: list[FaceRecord],
+                        faces: list[NewFace]) -> None:
+        """Make an enrolment's faces searchable; `records[i]` is where the store keeps `faces[i]`."""
 
-    # -- indexes --------------------------------------------------------------------------------------------
-    def _index(self, gallery: str, create: bool = False) -> GalleryIndex | None:
-        index = self._indexes.get(gallery)
-        if index is None and create:
-            index = self._indexes.setdefault(gallery, GalleryIndex(self.dim, self.params))
-        return index
+    @abstractmethod
+    def _remove_from_index(self, gallery: str, face_ids: list[int]) -> None: ...
 
-    def _drop_if_gone(self, gallery: str) -> None:
-        index = self._indexes.get(gallery)
-        if index is not None and len(index) == 0 and self.store.get_gallery(gallery) is None:
-            del self._indexes[gallery]
+    @abstractmethod
+    def _drop_gallery(self, gallery: str) -> None: ...
 
-    def _update_gauges(self, gallery: str) -> None:
-        index = self._indexes.get(gallery)
-        if index is None:
-            for gauge in (metrics.GALLERY_FACES, metrics.GALLERY_SUBJECTS):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(gallery)
-            return
-        metrics.GALLERY_FACES.labels(gallery).set(len(index))
-        info = self.store.get_gallery(gallery)
-        if info is not None:
-            metrics.GALLERY_SUBJECTS.labels(gallery).set(info.subjects)
+    @abstractmethod
+    def ensure_indexed(self, gallery: str, face_ids: list[int]) -> None:
+        """Make faces the store already holds searchable (a retried enrolment answered from the store)."""
 
-    def index_kind(self, gallery: str) -> str:
-        index = self._indexes.get(gallery)
-        return index.kind if index is not None else self.params.index_type
+    @abstractmethod
+    def search(self, gallery: str, embeddings: np.ndarray, top_k: int) -> list[list[Hit]]:
+        """For each embedding, the best face of each of the `top_k` most similar subjects."""
 
-    def index_size(self, gallery: str) -> int:
-        index = self._indexes.get(gallery)
-        return len(index) if index is not None else 0
+    @abstractmethod
+    def index_kind(self, gallery: str) -> str: ...
 
-    # -- operations -----------------------------------------------------------------------------------------
+    @abstractmethod
+    def index_size(self, gallery: str) -> int: ...
+
+    @abstractmethod
+    def index_params(self, gallery: str) -> dict[str, Any]:
+        """The index's build and search parameters, as `GET /v1/galleries/{g}` reports them."""
+
+    # -- operations: the store first, then the engine ------------------------------------------------------------
     def enroll(self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None,
                faces: list[NewFace], embedder: EmbedderCheck | None = None) -> tuple[Subject, list[FaceRecord]]:
         subject, records = self.store.add_faces(gallery, subject_id, name, metadata, faces, embedder)
-        added = [(r, f) for r, f in zip(records, faces, strict=True) if not r.existing]
-        with self._apply_lock:
-            index = self._index(gallery, create=True)
-            assert index is not None
-            if added:
-                index.add([r.face_id for r, _ in added], [subject_id] * len(added),
-                          np.vstack([f.embedding for _, f in added]))
-            self._update_gauges(gallery)
+        self._index_enrolled(gallery, subject_id, records, faces)
         return subject, records
 
-    def ensure_indexed(self, gallery: str, face_ids: list[int]) -> None:
-        """Make stored faces searchable (a retried enrolment answered from the store); this index follows the
-        store's change feed, so it has them already."""
-
     def delete_gallery(self, gallery: str) -> bool:
-        removed = self.store.delete_gallery(gallery)
-        if removed is None:
+        if self.store.delete_gallery(gallery) is None:
             return False
-        with self._apply_lock:
-            self._indexes.pop(gallery, None)
-            self._update_gauges(gallery)
+        self._drop_gallery(gallery)
         return True
 
     def delete_subject(self, gallery: str, subject_id: str) -> bool:
@@ -215,21 +93,8 @@ class GalleryManager:
         self._remove_from_index(gallery, [face_id])
         return True
 
-    def _remove_from_index(self, gallery: str, face_ids: list[int]) -> None:
-        with self._apply_lock:
-            index = self._indexes.get(gallery)
-            if index is not None:
-                index.remove(face_ids)
-            self._update_gauges(gallery)
-
-    def search(self, gallery: str, embeddings: np.ndarray, top_k: int) -> list[list[Hit]]:
-        index = self._indexes.get(gallery)
-        if index is None:
-            return [[] for _ in range(len(embeddings))]
-        return index.search(embeddings, top_k)
-
     def has_gallery(self, gallery: str) -> bool:
-        return gallery in self._indexes or self.store.get_gallery(gallery) is not None
+        return self.store.get_gallery(gallery) is not None
 
 
 def ensure_store_available(store: GalleryStore) -> bool:

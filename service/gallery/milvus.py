@@ -17,19 +17,23 @@ from any replica.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from array import array
 from typing import Any
 
 import numpy as np
 
 from service.gallery.index import Hit
 from service.gallery.manager import GalleryManager
-from service.gallery.store import EmbedderCheck, FaceRecord, GalleryStore, NewFace, Subject, VectorEngineUnavailable
-from service.settings import IndexSettings, MilvusSettings
+from service.gallery.store import FaceRecord, GalleryStore, NewFace, VectorEngineUnavailable
+from service.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
 BATCH = 1000
+_INDEX_STATE = {"field_name", "index_name", "total_rows", "indexed_rows", "pending_index_rows", "state"}
+ID_PAGE = 10_000  # face ids per page when the repair lists the collection
 
 
 class MilvusEngine:
@@ -39,10 +43,24 @@ class MilvusEngine:
         self.settings = settings
         self.dim = dim
         self._client: Any = None
+        self._index: dict[str, Any] = {}  # the collection's vector index, as Milvus describes it
 
     @property
     def index_kind(self) -> str:
-        return f"milvus-{self.settings.milvus_index_type.lower()}"
+        return f"milvus-{str(self.index_params()['index_type']).lower()}"
+
+    def index_params(self) -> dict[str, Any]:
+        """The collection's index as Milvus reports it (the settings' build parameters where Milvus does not
+        report them), the search parameters and the consistency level."""
+        with contextlib.suppress(VectorEngineUnavailable):  # unreachable: the settings say what is asked for
+            self._connect()
+        described = {k: v for k, v in self._index.items() if k not in _INDEX_STATE}
+        build = {k: v for k, v in described.items() if k not in ("index_type", "metric_type")}
+        return {"index_type": described.get("index_type", self.settings.milvus_index_type),
+                "metric_type": described.get("metric_type", "IP"),
+                "build": build or json.loads(self.settings.milvus_index_params or "{}"),
+                "search": json.loads(self.settings.milvus_search_params or "{}"),
+                "consistency": self.settings.milvus_consistency}
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -63,6 +81,7 @@ class MilvusEngine:
         name = self.settings.milvus_collection
         if client.has_collection(name):
             client.load_collection(name)  # a collection Milvus restarted with is released until loaded
+            self._describe_index(client)
             return
         schema = client.create_schema(auto_id=False)
         schema.add_field("face_id", DataType.INT64, is_primary=True)
@@ -75,6 +94,15 @@ class MilvusEngine:
         client.create_collection(name, schema=schema, index_params=index,
                                  consistency_level=self.settings.milvus_consistency)
         log.info("milvus collection %s created (%s)", name, self.settings.milvus_index_type)
+        self._describe_index(client)
+
+    def _describe_index(self, client: Any) -> None:
+        name = self.settings.milvus_collection
+        self._index = dict(client.describe_index(name, "embedding") or {})
+        actual = str(self._index.get("index_type", "")).upper()
+        if actual and actual != self.settings.milvus_index_type:
+            log.warning("milvus collection %s has a %s index, the settings ask for %s: index settings apply to a new "
+                        "collection (ANYFACE_MILVUS_COLLECTION) only", name, actual, self.settings.milvus_index_type)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         client = self._connect()
@@ -109,9 +137,22 @@ class MilvusEngine:
         rows = self._call("query", filter=f'gallery == "{gallery}"', output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def face_ids(self) -> list[int]:
-        rows = self._call("query", filter="face_id >= 0", output_fields=["face_id"])
-        return [int(r["face_id"]) for r in rows]
+    def face_ids(self) -> np.ndarray:
+        """Every face id in the collection, read page by page (one query may answer at most 16,384 rows)."""
+        client = self._connect()
+        pages: list[np.ndarray] = []
+        try:
+            iterator = client.query_iterator(self.settings.milvus_collection, batch_size=ID_PAGE, filter="face_id >= 0",
+                                             output_fields=["face_id"])
+            try:
+                while page := iterator.next():
+                    pages.append(np.fromiter((r["face_id"] for r in page), dtype=np.int64, count=len(page)))
+            finally:
+                iterator.close()
+        except Exception as exc:
+            self._client = None
+            raise VectorEngineUnavailable(f"milvus query_iterator: {exc}") from exc
+        return np.concatenate(pages) if pages else np.empty(0, dtype=np.int64)
 
     def search(self, gallery: str, embeddings: np.ndarray, top_k: int) -> list[list[Hit]]:
         """For each embedding, the best face of each of the `top_k` best subjects (the FAISS index's rule): asks
@@ -134,17 +175,15 @@ class MilvusEngine:
 
 
 class MilvusGalleryManager(GalleryManager):
-    """The galleries with Milvus as their index: no in-process index and no change feed to follow."""
+    """The galleries with Milvus as their index: nothing to load or follow in the process."""
 
-    def __init__(self, store: GalleryStore, dim: int, params: IndexSettings, engine: MilvusEngine) -> None:
-        super().__init__(store, dim, params)
+    def __init__(self, store: GalleryStore, dim: int, engine: MilvusEngine) -> None:
+        super().__init__(store, dim)
         self.engine = engine
 
     def load(self) -> None:
-        self._loaded = self._caught_up = True
-
-    def start_following(self) -> None:
-        return None
+        """Connect, and check the collection's index against the settings; nothing to load."""
+        self.engine.ping()
 
     @property
     def ready(self) -> bool:
@@ -163,19 +202,14 @@ class MilvusGalleryManager(GalleryManager):
         except VectorEngineUnavailable:
             return 0
 
-    def enroll(self, gallery: str, subject_id: str, name: str | None, metadata: dict[str, Any] | None,
-               faces: list[NewFace], embedder: EmbedderCheck | None = None) -> tuple[Subject, list[FaceRecord]]:
-        subject, records = self.store.add_faces(gallery, subject_id, name, metadata, faces, embedder)
+    def index_params(self, gallery: str) -> dict[str, Any]:
+        return self.engine.index_params()
+
+    def _index_enrolled(self, gallery: str, subject_id: str, records: list[FaceRecord],
+                        faces: list[NewFace]) -> None:
         if records:  # every face, also those the store had: a retry makes a half-written enrolment whole
             self.engine.upsert(gallery, [r.face_id for r in records], [subject_id] * len(records),
                                np.vstack([f.embedding for f in faces]))
-        return subject, records
-
-    def delete_gallery(self, gallery: str) -> bool:
-        if self.store.delete_gallery(gallery) is None:
-            return False
-        self.engine.delete_gallery(gallery)
-        return True
 
     def ensure_indexed(self, gallery: str, face_ids: list[int]) -> None:
         faces = self.store.get_faces(face_ids)
@@ -183,22 +217,23 @@ class MilvusGalleryManager(GalleryManager):
             self.engine.upsert(gallery, [f.face_id for f in faces], [f.subject_id for f in faces],
                                np.vstack([f.embedding for f in faces]))
 
+    def _drop_gallery(self, gallery: str) -> None:
+        self.engine.delete_gallery(gallery)
+
     def _remove_from_index(self, gallery: str, face_ids: list[int]) -> None:
         self.engine.delete(face_ids)
 
     def search(self, gallery: str, embeddings: np.ndarray, top_k: int) -> list[list[Hit]]:
+        """Milvus's hits, each checked against the store: a face whose delete reached only the store is dropped."""
         hits = self.engine.search(gallery, embeddings, top_k)
         known = {f.face_id for f in self.store.get_faces(sorted({h.face_id for hs in hits for h in hs}))}
         return [[h for h in face_hits if h.face_id in known] for face_hits in hits]
-
-    def has_gallery(self, gallery: str) -> bool:
-        return self.store.get_gallery(gallery) is not None
 
 
 def repair(store: GalleryStore, engine: MilvusEngine) -> dict[str, int]:
     """Make Milvus hold exactly the store's faces: upsert every face of the store, delete every vector whose face
     the store no longer has."""
-    seen: set[int] = set()
+    seen = array("q")  # the store's face ids, 8 bytes each
     batch: list[tuple[str, int, str, np.ndarray]] = []
 
     def flush() -> None:
@@ -210,12 +245,20 @@ def repair(store: GalleryStore, engine: MilvusEngine) -> dict[str, int]:
         batch.clear()
 
     for face in store.iter_faces():
-        seen.add(face.face_id)
+        seen.append(face.face_id)
         batch.append((face.gallery, face.face_id, face.subject_id, face.embedding))
         if len(batch) >= BATCH:
             flush()
     flush()
     engine.flush()
-    orphans = [f for f in engine.face_ids() if f not in seen]
-    engine.delete(orphans)
-    return {"upserted": len(seen), "removed": len(orphans)}
+    candidates = np.setdiff1d(engine.face_ids(), np.frombuffer(seen, dtype=np.int64)).tolist()
+    removed = 0
+    for start in range(0, len(candidates), BATCH):
+        # a face enrolled after the store was read is in Milvus too (the store is written first): ask the store
+        # again, so that the repair never removes an acknowledged face, also while the service runs
+        chunk = candidates[start:start + BATCH]
+        stored = {f.face_id for f in store.get_faces(chunk)}
+        orphans = [f for f in chunk if f not in stored]
+        engine.delete(orphans)
+        removed += len(orphans)
+    return {"upserted": len(seen), "removed": removed}

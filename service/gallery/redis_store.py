@@ -1,6 +1,6 @@
 """The shared gallery store: subjects, faces and embeddings in Redis, with the change feed in a Redis Stream.
 
-Several API replicas use one Redis; each keeps its own FAISS index and follows the stream (`GalleryManager`).
+Several API replicas use one Redis; each keeps its own FAISS index and follows the stream (`FaissGalleryManager`).
 
 Key layout (prefix `anyface:` by default, `?prefix=...` in the URL changes it):
 

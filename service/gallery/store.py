@@ -127,7 +127,7 @@ class StoreFull(StoreUnavailable):
 
 class FeedTruncated(RuntimeError):
     """The change feed no longer holds every change after the requested sequence number (it was trimmed, or the
-    store was reset): the follower must rebuild its index from a snapshot (`GalleryManager.load`)."""
+    store was reset): the follower must rebuild its index from a snapshot (`FaissGalleryManager.load`)."""
 
 
 class GalleryStore(ABC):

@@ -16,7 +16,7 @@ from service.api.app import create_app
 from service.gallery.milvus import MilvusEngine, MilvusGalleryManager, repair
 from service.gallery.sqlite_store import SqliteStore
 from service.gallery.store import NewFace, VectorEngineUnavailable
-from service.settings import IndexSettings, MilvusSettings, Settings
+from service.settings import MilvusSettings, Settings
 from tests.conftest import lfw_photo
 from tests.milvus_server import DIM, MilvusLite
 
@@ -35,7 +35,7 @@ def _vec(seed: int) -> np.ndarray:
 
 def _manager(milvus: MilvusLite, tmp_path: Path, **settings: object) -> MilvusGalleryManager:
     engine = MilvusEngine(MilvusSettings(milvus_uri=milvus.uri, milvus_timeout_s=3, **settings), DIM)  # type: ignore[arg-type]
-    manager = MilvusGalleryManager(SqliteStore(tmp_path / "g.sqlite3"), DIM, IndexSettings(), engine)
+    manager = MilvusGalleryManager(SqliteStore(tmp_path / "g.sqlite3"), DIM, engine)
     manager.load()
     return manager
 
@@ -61,6 +61,17 @@ def test_search_and_deletes(milvus: MilvusLite, tmp_path: Path, index: str) -> N
     # a new process: no index to rebuild, the galleries are searchable at once
     again = _manager(milvus, tmp_path, milvus_index_type=index, milvus_index_params=params)
     assert again.ready and again.search("other", _vec(0)[None], 1)[0][0].subject_id == "s0"
+    assert again.index_params("other")["index_type"] == index  # the collection's own index, as Milvus describes it
+
+
+def test_a_collection_keeps_the_index_it_was_made_with(milvus: MilvusLite, tmp_path: Path) -> None:
+    """Index settings apply to a new collection: a service restarted with other ones reports (and warns about)
+    the index the collection has, not the one it was asked for."""
+    m = _manager(milvus, tmp_path, milvus_index_type="FLAT", milvus_index_params="{}", milvus_search_params="{}")
+    m.enroll("g", "alice", None, None, [NewFace(_vec(1))])
+    again = _manager(milvus, tmp_path, milvus_index_type="HNSW")
+    assert again.index_kind("g") == "milvus-flat" and again.index_params("g")["index_type"] == "FLAT"
+    assert again.search("g", _vec(1)[None], 1)[0][0].subject_id == "alice"
 
 
 def test_milvus_down_then_back_loses_nothing(milvus: MilvusLite, tmp_path: Path) -> None:
@@ -98,6 +109,32 @@ def test_repair_reconciles_milvus_with_the_store(milvus: MilvusLite, tmp_path: P
     assert m.index_size("g") == 5
 
 
+def test_repair_keeps_a_face_enrolled_while_it_runs(milvus: MilvusLite, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repair reads the store, then Milvus: a face enrolled in between is in Milvus but not in what it read.
+    It asks the store again before deleting, so the face stays searchable."""
+    m = _manager(milvus, tmp_path)
+    m.enroll("g", "alice", None, None, [NewFace(_vec(1))])
+    m.enroll("g", "bob", None, None, [NewFace(_vec(2))])
+    snapshot = [f for f in m.store.iter_faces() if f.subject_id == "alice"]  # bob came after the store was read
+    monkeypatch.setattr(m.store, "iter_faces", lambda gallery=None: iter(snapshot))
+    assert repair(m.store, m.engine) == {"upserted": 1, "removed": 0}
+    assert m.search("g", _vec(2)[None], 1)[0][0].subject_id == "bob"
+
+
+def test_repair_lists_more_faces_than_one_query_answers(milvus: MilvusLite, tmp_path: Path) -> None:
+    """A Milvus query answers at most 16,384 rows: the repair pages through the collection, so that every one of
+    20,000 stray vectors (a gallery deleted from the store whose Milvus half failed) is found and removed."""
+    m = _manager(milvus, tmp_path, milvus_index_type="FLAT", milvus_index_params="{}", milvus_search_params="{}")
+    m.enroll("kept", "alice", None, None, [NewFace(_vec(1))])
+    stray = np.random.default_rng(0).standard_normal((20_000, DIM)).astype(np.float32)
+    m.engine.upsert("gone", list(range(10**6, 10**6 + len(stray))), ["x"] * len(stray), stray)
+    assert m.index_size("gone") == 20_000
+    assert repair(m.store, m.engine) == {"upserted": 1, "removed": 20_000}
+    assert m.index_size("gone") == 0 and m.index_size("kept") == 1
+    assert m.search("kept", _vec(1)[None], 1)[0][0].subject_id == "alice"
+
+
 @pytest.fixture
 def api(milvus: MilvusLite, model_dir: Path, lfw_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(model_dir=model_dir, store=f"sqlite:///{tmp_path / 'api.sqlite3'}", vector_engine="milvus",
@@ -118,6 +155,8 @@ def test_the_api_on_milvus(api: TestClient, milvus: MilvusLite, lfw_dir: Path) -
         assert _enrol(api, lfw_dir, person, [1, 2]).status_code == 201
     gallery = api.get("/v1/galleries/g").json()
     assert (gallery["index_type"], gallery["indexed_faces"], gallery["faces"]) == ("milvus-hnsw", 6, 6)
+    assert gallery["index_params"] == {"index_type": "HNSW", "metric_type": "IP", "consistency": "Strong",
+                                       "build": {"M": 32, "efConstruction": 200}, "search": {"ef": 1024}}
     probe = {"image": ("p.jpg", lfw_photo(lfw_dir, "Aaron_Peirsol", 3).read_bytes(), "image/jpeg")}
     found = api.post("/v1/identify", files=probe, data={"gallery": "g"}).json()
     assert found["faces"][0]["candidates"][0]["subject_id"] == "Aaron_Peirsol"  # right after enrolment (Strong)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import redis
 
-from service.gallery.manager import GalleryManager
+from service.gallery.faiss_manager import FaissGalleryManager
 from service.gallery.redis_store import RedisStore
 from service.gallery.sqlite_store import SqliteStore
 from service.gallery.store import (
@@ -308,7 +308,7 @@ def test_manager_follows_another_writer(store: GalleryStore, tmp_path: Path) -> 
     else:
         assert isinstance(store, RedisStore)
         other = _same_redis(store)
-    follower = GalleryManager(other, DIM, IndexSettings(), follow_interval_s=0.05)
+    follower = FaissGalleryManager(other, DIM, IndexSettings(), follow_interval_s=0.05)
     follower.load()
     assert follower.ready
     follower.start_following()
@@ -380,7 +380,7 @@ def test_redis_truncated_feed_makes_the_follower_reload(redis_server: _RedisServ
     url = _redis_url(redis_server)
     writer = RedisStore(url, stream_maxlen=10)  # MAXLEN ~ trims whole stream nodes (100 entries each)
     writer.add_faces("g", "first", None, None, _faces(0))
-    follower = GalleryManager(RedisStore(url), DIM, IndexSettings(), follow_interval_s=0.05)
+    follower = FaissGalleryManager(RedisStore(url), DIM, IndexSettings(), follow_interval_s=0.05)
     follower.load()
     assert follower.index_size("g") == 1
     for i in range(1, 301):
@@ -439,7 +439,7 @@ def test_redis_hung_raises_store_unavailable_within_the_read_timeout(redis_serve
 def test_follower_started_while_redis_is_down_becomes_ready_when_it_is_back(redis_server_bin: str,
                                                                            tmp_path: Path) -> None:
     server = _RedisServer(redis_server_bin, tmp_path / "late")  # not started yet
-    manager = GalleryManager(RedisStore(server.url), DIM, IndexSettings(), follow_interval_s=0.05)
+    manager = FaissGalleryManager(RedisStore(server.url), DIM, IndexSettings(), follow_interval_s=0.05)
     with pytest.raises(StoreUnavailable):
         manager.load()
     manager.start_following()

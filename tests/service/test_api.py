@@ -167,6 +167,7 @@ def test_gallery_management(api: TestClient, lfw_dir: Path) -> None:
     assert galleries["mgmt"]["subjects"] == 5 and galleries["mgmt"]["faces"] == 5
     info = api.get("/v1/galleries/mgmt").json()
     assert info["index_type"] in ("flat", "milvus-hnsw") and info["indexed_faces"] == 5  # per engine
+    assert info["index_params"] == {} if info["index_type"] == "flat" else info["index_params"]["index_type"] == "HNSW"
     # cursor pagination visits every subject once
     seen, cursor = [], None
     while True:

@@ -165,14 +165,14 @@ def test_core_checks_name_and_metadata_before_anything_is_written(tmp_path: Path
 
     from service.core.galleries import Galleries
     from service.core.inputs import BytesImage
-    from service.gallery.manager import GalleryManager
+    from service.gallery.faiss_manager import FaissGalleryManager
     from service.gallery.store import EmbedderCheck
     from service.settings import IndexSettings
 
     store = SqliteStore(tmp_path / "g.sqlite3")
     _fill(store)
     settings = Settings(max_metadata_bytes=MAX_METADATA_BYTES, max_metadata_depth=MAX_METADATA_DEPTH)
-    galleries = Galleries(settings, GalleryManager(store, 8, IndexSettings(faiss_gpu=False)), None,  # type: ignore[arg-type]
+    galleries = Galleries(settings, FaissGalleryManager(store, 8, IndexSettings(faiss_gpu=False)), None,  # type: ignore[arg-type]
                           EmbedderCheck("mobilefacenet@test", extends_unrecorded=True))
     photo = [BytesImage(b"not read")]
 
