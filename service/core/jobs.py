@@ -39,6 +39,7 @@ from anyio import to_thread
 from service.core.archive import ArchiveLimits, Entry, InvalidArchive, read_entries, read_photo
 from service.core.galleries import Galleries
 from service.core.inputs import BytesImage
+from service.core.job_results import JobResults
 from service.errors import JobNotFound, ServiceError
 from service.settings import Settings
 
@@ -70,6 +71,7 @@ class Jobs:
         self.limits = ArchiveLimits(settings.max_archive_entries, settings.max_archive_uncompressed_bytes,
                                     settings.decode.max_image_bytes)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._results = JobResults()
         self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -148,27 +150,16 @@ class Jobs:
     async def gallery_of(self, job_id: str) -> str:
         return str((await to_thread.run_sync(self._meta, job_id))["gallery"])
 
-    def _results(self, job_id: str) -> list[dict[str, Any]]:
-        lines = (self.root / job_id / "results.jsonl").read_text().splitlines()
-        results = []
-        for line in lines:
-            try:
-                results.append(json.loads(line))
-            except ValueError:
-                break  # a line cut by a crash: the photo is handled again
-        return results
-
     async def view(self, job_id: str) -> JobView:
         def read() -> JobView:
             meta = self._meta(job_id)
-            results = self._results(job_id)
-            counts = {s: sum(r["status"] == s for r in results) for s in ("enrolled", "skipped", "refused")}
+            handled, counts = self._results.counts(self.root / job_id / "results.jsonl")
             path = self.root / job_id / "done.json"
             done = json.loads(path.read_text()) if path.exists() else {}
             finished, error = done.get("finished_at"), done.get("error")
             status = ("failed" if error else "done") if finished is not None else (
-                "running" if job_id in self._running or results else "queued")
-            return JobView(job_id, meta["gallery"], status, meta["created_at"], meta["photos"], len(results),
+                "running" if job_id in self._running or handled else "queued")
+            return JobView(job_id, meta["gallery"], status, meta["created_at"], meta["photos"], handled,
                            finished_at=finished, error=error, **counts)
 
         return await to_thread.run_sync(read)
@@ -176,7 +167,7 @@ class Jobs:
     async def results(self, job_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             self._meta(job_id)
-            return self._results(job_id)[offset:offset + limit]
+            return self._results.page(self.root / job_id / "results.jsonl", offset, limit)
 
         return await to_thread.run_sync(read)
 
@@ -201,7 +192,8 @@ class Jobs:
         if (folder / "done.json").exists():
             return
         _drop_cut_line(folder / "results.jsonl")
-        handled = {r["index"] for r in self._results(job_id)}
+        self._results.forget(folder / "results.jsonl")
+        handled = {r["index"] for r in self._results.page(folder / "results.jsonl", 0, 2**62)}
         entries = read_entries(folder / "archive.zip", self.limits)
         todo = [e for e in entries if e.index not in handled]
         log.info("job %s: %d of %d photos to enrol into %s", job_id, len(todo), len(entries), meta["gallery"])
