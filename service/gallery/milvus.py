@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from service import metrics
 from service.gallery.index import Hit
 from service.gallery.manager import GalleryManager
-from service.gallery.store import FaceRecord, GalleryStore, NewFace, VectorEngineUnavailable
+from service.gallery.store import FaceRecord, GalleryInfo, GalleryStore, NewFace, VectorEngineUnavailable
 from service.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,11 @@ class MilvusGalleryManager(GalleryManager):
         self.engine = engine
 
     def load(self) -> None:
-        """Connect, and check the collection's index against the settings; nothing to load."""
+        """Connect, and check the collection's index against the settings; nothing to load. The gallery gauges
+        start from the store's counts."""
         self.engine.ping()
+        for info in self.store.list_galleries():
+            _set_gauges(info.name, info)
 
     @property
     def ready(self) -> bool:
@@ -210,6 +214,7 @@ class MilvusGalleryManager(GalleryManager):
         if records:  # every face, also those the store had: a retry makes a half-written enrolment whole
             self.engine.upsert(gallery, [r.face_id for r in records], [subject_id] * len(records),
                                np.vstack([f.embedding for f in faces]))
+        _set_gauges(gallery, self.store.get_gallery(gallery))
 
     def ensure_indexed(self, gallery: str, face_ids: list[int]) -> None:
         faces = self.store.get_faces(face_ids)
@@ -219,15 +224,30 @@ class MilvusGalleryManager(GalleryManager):
 
     def _drop_gallery(self, gallery: str) -> None:
         self.engine.delete_gallery(gallery)
+        _set_gauges(gallery, None)
 
     def _remove_from_index(self, gallery: str, face_ids: list[int]) -> None:
         self.engine.delete(face_ids)
+        _set_gauges(gallery, self.store.get_gallery(gallery))
+
 
     def search(self, gallery: str, embeddings: np.ndarray, top_k: int) -> list[list[Hit]]:
         """Milvus's hits, each checked against the store: a face whose delete reached only the store is dropped."""
         hits = self.engine.search(gallery, embeddings, top_k)
         known = {f.face_id for f in self.store.get_faces(sorted({h.face_id for hs in hits for h in hs}))}
         return [[h for h in face_hits if h.face_id in known] for face_hits in hits]
+
+
+def _set_gauges(gallery: str, info: GalleryInfo | None) -> None:
+    """The gallery gauges from the store's counts, which the engine holds once its write succeeded. Each replica
+    sets them on its own writes and at start; the dashboard takes the largest per gallery."""
+    if info is None:
+        for gauge in (metrics.GALLERY_FACES, metrics.GALLERY_SUBJECTS):
+            with contextlib.suppress(KeyError):
+                gauge.remove(gallery)
+        return
+    metrics.GALLERY_FACES.labels(gallery).set(info.faces)
+    metrics.GALLERY_SUBJECTS.labels(gallery).set(info.subjects)
 
 
 def repair(store: GalleryStore, engine: MilvusEngine) -> dict[str, int]:

@@ -319,7 +319,9 @@ def test_metrics_are_exported(api: TestClient, lfw_dir: Path) -> None:
         assert f'anyface_stage_duration_seconds_count{{stage="{stage}"}}' in text, stage
     assert 'anyface_faces_embedded_total{branch="112"}' in text
     assert "anyface_embed_batch_size_bucket" in text and "anyface_faces_per_request_bucket" in text
-    assert 'anyface_gallery_faces{gallery="staff"}' in text
+    staff = api.get("/v1/galleries/staff").json()  # the gauges follow the gallery, on either engine
+    assert f'anyface_gallery_faces{{gallery="staff"}} {float(staff["faces"])}' in text
+    assert f'anyface_gallery_subjects{{gallery="staff"}} {float(staff["subjects"])}' in text
     assert 'anyface_errors_total{code="no_face"}' in text
 
 
