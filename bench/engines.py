@@ -39,9 +39,9 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from bench.index import distractors, drawn_queries, gallery_of_size, real_embeddings, rss_mb
+from bench.index import build, distractors, drawn_queries, gallery_of_size, real_embeddings
 from bench.milvus_lite import LiteServer, milvus_lite_server
-from service.gallery.index import GalleryIndex, Hit
+from service.gallery.index import Hit
 from service.gallery.milvus import MilvusEngine
 from service.settings import IndexSettings, MilvusSettings
 
@@ -88,14 +88,7 @@ def _scores(top: list[Hit | None], truth: np.ndarray, names: list[str]) -> tuple
 def faiss_row(kind: str, ids: np.ndarray, subjects: list[str], vectors: np.ndarray, queries: np.ndarray,
               truth: np.ndarray, names: list[str]) -> Row:
     params = IndexSettings(index_type=kind)
-    gc.collect()
-    faiss.omp_set_num_threads(os.cpu_count() or 1)  # building parallelises over vectors: every core
-    before = rss_mb()
-    started = time.perf_counter()
-    index = GalleryIndex(vectors.shape[1], params)
-    index.add(ids.tolist(), subjects, vectors)
-    build_s = time.perf_counter() - started
-    memory = rss_mb() - before
+    index, (build_s, _, memory) = build(params, ids, subjects, vectors, os.cpu_count() or 1)
     faiss.omp_set_num_threads(params.faiss_threads or os.cpu_count() or 1)  # searches as the service makes them
 
     def search(q: np.ndarray) -> Hit | None:

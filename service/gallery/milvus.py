@@ -44,23 +44,23 @@ class MilvusEngine:
         self.settings = settings
         self.dim = dim
         self._client: Any = None
-        self._index: dict[str, Any] = {}  # the collection's vector index, as Milvus describes it
+        self._index: dict[str, Any] = {}  # the collection's vector index, as Milvus described it on connecting
+        self._build_params: dict[str, Any] = json.loads(settings.milvus_index_params or "{}")
+        self._search_params: dict[str, Any] = json.loads(settings.milvus_search_params or "{}")
 
     @property
     def index_kind(self) -> str:
         return f"milvus-{str(self.index_params()['index_type']).lower()}"
 
     def index_params(self) -> dict[str, Any]:
-        """The collection's index as Milvus reports it (the settings' build parameters where Milvus does not
-        report them), the search parameters and the consistency level."""
-        with contextlib.suppress(VectorEngineUnavailable):  # unreachable: the settings say what is asked for
-            self._connect()
+        """The collection's index as Milvus described it when this process connected (the settings' where it has
+        not connected yet, or Milvus does not report them), the search parameters and the consistency level."""
         described = {k: v for k, v in self._index.items() if k not in _INDEX_STATE}
         build = {k: v for k, v in described.items() if k not in ("index_type", "metric_type")}
         return {"index_type": described.get("index_type", self.settings.milvus_index_type),
                 "metric_type": described.get("metric_type", "IP"),
-                "build": build or json.loads(self.settings.milvus_index_params or "{}"),
-                "search": json.loads(self.settings.milvus_search_params or "{}"),
+                "build": build or self._build_params,
+                "search": self._search_params,
                 "consistency": self.settings.milvus_consistency}
 
     def _connect(self) -> Any:
@@ -91,7 +91,7 @@ class MilvusEngine:
         schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
         index = client.prepare_index_params()
         index.add_index("embedding", index_type=self.settings.milvus_index_type, metric_type="IP",
-                        params=json.loads(self.settings.milvus_index_params or "{}"))
+                        params=self._build_params)
         client.create_collection(name, schema=schema, index_params=index,
                                  consistency_level=self.settings.milvus_consistency)
         log.info("milvus collection %s created (%s)", name, self.settings.milvus_index_type)
@@ -161,8 +161,7 @@ class MilvusEngine:
         limit = max(1, min(top_k * self.settings.milvus_search_factor, 16_384))
         found = self._call("search", data=[e.astype(np.float32).tolist() for e in embeddings], limit=limit,
                            filter=f'gallery == "{gallery}"', output_fields=["subject_id"],
-                           search_params={"metric_type": "IP",
-                                          "params": json.loads(self.settings.milvus_search_params or "{}")})
+                           search_params={"metric_type": "IP", "params": self._search_params})
         results = []
         for hits in found:
             best: dict[str, Hit] = {}
@@ -229,7 +228,6 @@ class MilvusGalleryManager(GalleryManager):
     def _remove_from_index(self, gallery: str, face_ids: list[int]) -> None:
         self.engine.delete(face_ids)
         _set_gauges(gallery, self.store.get_gallery(gallery))
-
 
     def search(self, gallery: str, embeddings: np.ndarray, top_k: int) -> list[list[Hit]]:
         """Milvus's hits, each checked against the store: a face whose delete reached only the store is dropped."""
